@@ -1,0 +1,41 @@
+"""Shared fixtures: files written in D4RL's exact HDF5 layout."""
+
+import h5py
+import numpy as np
+import pytest
+
+
+def write_d4rl_file(path, metadata=None, **arrays):
+  """Writes arrays under their keys ('infos/qpos' makes a group), as D4RL's files hold them."""
+  with h5py.File(path, "w") as file:
+    for key, value in arrays.items():
+      file.create_dataset(key, data=value)
+    for key, value in (metadata or {}).items():
+      file[f"metadata/{key}"] = value
+  return str(path)
+
+
+def episodes_dataset(episode_lengths, ends, obs_dim=3, act_dim=2, seed=0):
+  """Rows for episodes of the given lengths; ends[i] is 'terminal', 'timeout' or 'cut'."""
+  rng = np.random.default_rng(seed)
+  rows = sum(episode_lengths)
+  terminals = np.zeros(rows, bool)
+  timeouts = np.zeros(rows, bool)
+  last = np.cumsum(episode_lengths) - 1
+  for index, end in zip(last, ends):
+    terminals[index] = end == "terminal"
+    timeouts[index] = end == "timeout"
+  return dict(
+      observations=rng.normal(size=(rows, obs_dim)).astype(np.float32),
+      actions=rng.uniform(-1, 1, size=(rows, act_dim)).astype(np.float32),
+      rewards=rng.normal(size=rows).astype(np.float32),
+      terminals=terminals,
+      timeouts=timeouts,
+  )
+
+
+@pytest.fixture
+def d4rl_file(tmp_path):
+  def make(name="data.hdf5", metadata=None, **arrays):
+    return write_d4rl_file(tmp_path / name, metadata=metadata, **arrays)
+  return make
