@@ -72,7 +72,7 @@ def test_download_lands_in_the_cache_and_loads_with_d4rl_references(served, tmp_
   assert (dataset.ref_min_score, dataset.ref_max_score) == (-20.272305, 3234.3)
   assert dataset.env_id == "Hopper-v5"
   # Once cached, no network is needed: the next load reads the file.
-  d4rl_source.DATASET_URLS["hopper-medium-replay-v2"] = "http://127.0.0.1:9/gone.hdf5"
+  d4rl_source.DATASET_URLS["hopper-medium-replay-v2"] = "http://127.0.0.1:9/hopper_medium_replay-v2.hdf5"
   again = data.load_dataset("d4rl:hopper-medium-replay-v2", progress=False)
   assert again.transitions.size == dataset.transitions.size
 
