@@ -1,0 +1,304 @@
+"""Flax modules for BRAC+: policy, twin critic, behaviour VAE ensemble, multipliers.
+
+Architectures follow App. F of the paper. Ensembles (the two Q heads, the B
+behaviour VAEs) are one `nn.vmap`ped module each, so their parameters are
+stacked along a leading member axis and every member runs in one batched
+matmul.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+# Released code: scale = softplus(clip(raw, -10, 5)) for the policy (option
+# "released") and for both halves of the behaviour VAE.
+RAW_SCALE_MIN = -10.0
+RAW_SCALE_MAX = 5.0
+
+# Paper policy: the SAC head it cites (Haarnoja et al. 2018a) predicts log-std
+# and clips it to [-20, 2]; the same bounds are used here.
+LOG_STD_MIN = -20.0
+LOG_STD_MAX = 2.0
+
+
+def _inverse_softplus(value: float) -> float:
+  return value + math.log(-math.expm1(-value))
+
+
+def _bounded_softplus_scale(raw: jax.Array) -> jax.Array:
+  return jax.nn.softplus(jnp.clip(raw, RAW_SCALE_MIN, RAW_SCALE_MAX))
+
+
+class MLP(nn.Module):
+  """ReLU after every hidden layer, linear output."""
+
+  hidden_dims: Sequence[int]
+  output_dim: int
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for width in self.hidden_dims:
+      x = nn.relu(nn.Dense(width)(x))
+    return nn.Dense(self.output_dim)(x)
+
+
+class TanhGaussianPolicy(nn.Module):
+  """pi(a|s): a diagonal Gaussian in pre-tanh space, squashed by tanh (App. F).
+
+  Returns (mean, std) of the pre-tanh Gaussian; sampling and log-densities are
+  in `distributions`. `scale` picks how std is produced:
+    "paper":    std = exp(clip(log_std, -20, 2)), the SAC parameterisation.
+    "released": std = softplus(clip(raw, -10, 5)), the authors' released code.
+  """
+
+  action_dim: int
+  hidden_dims: Sequence[int] = (512, 512, 512)
+  scale: str = "paper"
+
+  @nn.compact
+  def __call__(self, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
+    outputs = MLP(self.hidden_dims, 2 * self.action_dim, name="trunk")(observations)
+    mean, raw_scale = jnp.split(outputs, 2, axis=-1)
+    if self.scale == "paper":
+      std = jnp.exp(jnp.clip(raw_scale, LOG_STD_MIN, LOG_STD_MAX))
+    elif self.scale == "released":
+      std = _bounded_softplus_scale(raw_scale)
+    else:
+      raise ValueError(f"unknown policy scale {self.scale!r}; expected 'paper' or 'released'")
+    return mean, std
+
+
+class QNetwork(nn.Module):
+  """One Q(s, a) MLP; returns [...] for inputs [..., dim]."""
+
+  hidden_dims: Sequence[int] = (256, 256, 256)
+
+  @nn.compact
+  def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
+    inputs = jnp.concatenate([observations, actions], axis=-1)
+    return MLP(self.hidden_dims, 1, name="mlp")(inputs)[..., 0]
+
+
+class TwinCritic(nn.Module):
+  """Two independent Q networks as one vmapped module (App. F).
+
+  Parameters carry a leading head axis of size 2 under `params["heads"]`; a
+  call returns Q-values of shape [2, ...].
+  """
+
+  hidden_dims: Sequence[int] = (256, 256, 256)
+
+  @nn.compact
+  def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
+    heads = nn.vmap(
+        QNetwork,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=None,
+        out_axes=0,
+        axis_size=2,
+    )(self.hidden_dims, name="heads")
+    return heads(observations, actions)
+
+
+class ConditionalVAE(nn.Module):
+  """One behaviour model: encoder q(z|s,u) and decoder p(u|s,z), both diagonal Gaussians.
+
+  u is the pre-tanh action. Scales are softplus(clip(raw, -10, 5)) as in the
+  released code (the paper does not state them).
+  """
+
+  action_dim: int
+  latent_dim: int
+  hidden_dims: Sequence[int] = (512, 512, 512)
+
+  def setup(self):
+    self.encoder = MLP(self.hidden_dims, 2 * self.latent_dim)
+    self.decoder = MLP(self.hidden_dims, 2 * self.action_dim)
+
+  def encode(self, observations: jax.Array, pre_tanh_actions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(mean, std) of the approximate posterior q(z|s,u)."""
+    outputs = self.encoder(jnp.concatenate([pre_tanh_actions, observations], axis=-1))
+    mean, raw_scale = jnp.split(outputs, 2, axis=-1)
+    return mean, _bounded_softplus_scale(raw_scale)
+
+  def decode(self, observations: jax.Array, latents: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(mean, std) of the decoder p(u|s,z)."""
+    outputs = self.decoder(jnp.concatenate([latents, observations], axis=-1))
+    mean, raw_scale = jnp.split(outputs, 2, axis=-1)
+    return mean, _bounded_softplus_scale(raw_scale)
+
+  def __call__(
+      self, observations: jax.Array, pre_tanh_actions: jax.Array, noise: jax.Array
+  ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Encode, draw z = mean + std * noise, decode.
+
+    Returns (posterior_mean, posterior_std, decoder_mean, decoder_std).
+    """
+    posterior_mean, posterior_std = self.encode(observations, pre_tanh_actions)
+    latents = posterior_mean + posterior_std * noise
+    decoder_mean, decoder_std = self.decode(observations, latents)
+    return posterior_mean, posterior_std, decoder_mean, decoder_std
+
+
+class BehaviorVAEEnsemble(nn.Module):
+  """B conditional VAEs as one vmapped module (App. F: B = 3).
+
+  Every method takes inputs with a leading member axis [B', ...] and maps
+  member i's inputs through member i; parameters sit under
+  `params["members"]` with leading axis B = `ensemble_size` (initialise with
+  inputs stacked `ensemble_size` times, e.g. by `broadcast_to_members`). B' is
+  read from the inputs, so the same module also runs a slice of the members
+  (see `slice_members`): that is how one chosen member is evaluated at the
+  cost of one member.
+  """
+
+  action_dim: int
+  latent_dim: int
+  hidden_dims: Sequence[int] = (512, 512, 512)
+  ensemble_size: int = 3
+
+  def setup(self):
+    members = nn.vmap(
+        ConditionalVAE,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=0,
+        out_axes=0,
+        methods=["__call__", "encode", "decode"],
+    )
+    self.members = members(self.action_dim, self.latent_dim, self.hidden_dims)
+
+  def encode(self, observations: jax.Array, pre_tanh_actions: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-member (mean, std) of q(z|s,u); inputs and outputs [B', ...]."""
+    return self.members.encode(observations, pre_tanh_actions)
+
+  def decode(self, observations: jax.Array, latents: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-member (mean, std) of p(u|s,z); inputs and outputs [B', ...]."""
+    return self.members.decode(observations, latents)
+
+  def __call__(
+      self, observations: jax.Array, pre_tanh_actions: jax.Array, noise: jax.Array
+  ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Per-member ConditionalVAE.__call__; inputs and outputs [B', ...]."""
+    return self.members(observations, pre_tanh_actions, noise)
+
+  def member(self) -> ConditionalVAE:
+    """The single-member module that `member_variables` plugs into."""
+    return ConditionalVAE(self.action_dim, self.latent_dim, self.hidden_dims, parent=None)
+
+
+def broadcast_to_members(tree, ensemble_size: int):
+  """Give every ensemble member the same inputs: [...] -> [ensemble_size, ...]."""
+  return jax.tree.map(lambda x: jnp.broadcast_to(x, (ensemble_size,) + jnp.shape(x)), tree)
+
+
+def slice_members(variables, start: jax.Array | int, size: int = 1):
+  """Members [start, start + size) of stacked ensemble variables, leading axis kept.
+
+  `start` may be traced (a random member inside jit); only the slice is read.
+  """
+  return jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size, axis=0), variables)
+
+
+def member_variables(variables, index: jax.Array | int):
+  """One member's variables, laid out for `BehaviorVAEEnsemble.member()`."""
+  members = {collection: tree["members"] for collection, tree in variables.items()}
+  return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, index, axis=0, keepdims=False), members)
+
+
+@flax.struct.dataclass
+class MemberAssignment:
+  """Rows of a batch dealt out to ensemble members, one member per row.
+
+  The rows, padded with repeats to a multiple of B, are shuffled and cut into
+  B equal chunks; chunk i goes to member i. Every row's member is
+  uniform over the ensemble, and the ensemble evaluates ceil(N / B) rows per
+  member: one random member per state costs one member's compute, not B.
+  """
+
+  order: jax.Array  # [B * rows_per_member] row indices, chunk i is member i's
+  position: jax.Array  # [N] where each row sits in `order`
+  ensemble_size: int = flax.struct.field(pytree_node=False)
+
+  @classmethod
+  def random(cls, key: jax.Array, num_rows: int, ensemble_size: int) -> "MemberAssignment":
+    num_slots = ensemble_size * (-(-num_rows // ensemble_size))
+    # Padding slots are shuffled in with the rows, so no member is short of real rows.
+    slot_contents = jax.random.permutation(key, num_slots)
+    order = jnp.where(slot_contents < num_rows, slot_contents, slot_contents - num_rows)
+    slot_of = jnp.zeros(num_slots, jnp.int32).at[slot_contents].set(jnp.arange(num_slots, dtype=jnp.int32))
+    return cls(order=order, position=slot_of[:num_rows], ensemble_size=ensemble_size)
+
+  @property
+  def rows_per_member(self) -> int:
+    return self.order.shape[0] // self.ensemble_size
+
+  @property
+  def member_of_row(self) -> jax.Array:
+    """[N] the member each row was dealt to."""
+    return self.position // self.rows_per_member
+
+  def to_members(self, tree):
+    """Rows [N, ...] -> member-stacked [B, rows_per_member, ...]."""
+
+    def deal(x):
+      return jnp.take(x, self.order, axis=0).reshape((self.ensemble_size, self.rows_per_member) + x.shape[1:])
+
+    return jax.tree.map(deal, tree)
+
+  def from_members(self, tree):
+    """Member-stacked [B, rows_per_member, ...] -> rows [N, ...], padding dropped."""
+
+    def collect(x):
+      return jnp.take(x.reshape((-1,) + x.shape[2:]), self.position, axis=0)
+
+    return jax.tree.map(collect, tree)
+
+
+class StateAlpha(nn.Module):
+  """alpha(s) > 0: the state-wise KL multiplier network, softplus output (Sec. 3.2, App. F)."""
+
+  hidden_dims: Sequence[int] = (256, 256, 256)
+
+  @nn.compact
+  def __call__(self, observations: jax.Array) -> jax.Array:
+    return jax.nn.softplus(MLP(self.hidden_dims, 1, name="mlp")(observations)[..., 0])
+
+
+class LagrangeMultiplier(nn.Module):
+  """One positive scalar softplus(raw), raw initialised so the value starts at `initial`.
+
+  Used for the global alpha, the entropy multiplier beta and the released
+  code's gradient-penalty weight. `minimum` floors the value (released code:
+  the GP weight never drops below its initial 0.1); the floor clips raw with a
+  straight-through gradient so the dual step can still move it back up.
+  """
+
+  initial: float = 1.0
+  minimum: float | None = None
+
+  @nn.compact
+  def __call__(self) -> jax.Array:
+    raw = self.param("raw", nn.initializers.constant(_inverse_softplus(self.initial)), ())
+    if self.minimum is not None:
+      floor = _inverse_softplus(self.minimum)
+      raw = raw + jax.lax.stop_gradient(jnp.maximum(raw, floor) - raw)
+    return jax.nn.softplus(raw)
+
+
+class GlobalAlpha(nn.Module):
+  """One alpha for every state (released code, initial 10); returns alpha broadcast to [...]."""
+
+  initial: float = 10.0
+
+  @nn.compact
+  def __call__(self, observations: jax.Array) -> jax.Array:
+    alpha = LagrangeMultiplier(self.initial, name="multiplier")()
+    return jnp.broadcast_to(alpha, observations.shape[:-1])

@@ -1,0 +1,211 @@
+"""Network shapes, parameterisations and ensemble layout, checked against plain numpy forwards."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bracplus_jax import networks
+
+OBS_DIM, ACT_DIM, LATENT_DIM = 5, 2, 3
+
+
+def numpy_mlp(layers, x):
+  """ReLU MLP forward from Flax Dense params {'Dense_0': {...}, ...}."""
+  names = sorted(layers, key=lambda name: int(name.split("_")[1]))
+  for index, name in enumerate(names):
+    x = x @ np.asarray(layers[name]["kernel"]) + np.asarray(layers[name]["bias"])
+    if index < len(names) - 1:
+      x = np.maximum(x, 0.0)
+  return x
+
+
+def random_params(module, *inputs, seed=0):
+  """Parameters of the module's shapes drawn in numpy: tracing the shapes skips compiling the initialisers."""
+  rng = np.random.default_rng(seed)
+  shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs)
+  return jax.tree.map(lambda leaf: jnp.asarray(rng.normal(0.0, 0.5, leaf.shape), leaf.dtype), shapes)
+
+
+def observations(batch=4, seed=0):
+  return np.random.default_rng(seed).normal(size=(batch, OBS_DIM)).astype(np.float32)
+
+
+@pytest.fixture(scope="module", params=["paper", "released"])
+def policy_setup(request):
+  policy = networks.TanhGaussianPolicy(ACT_DIM, hidden_dims=(16, 16), scale=request.param)
+  return policy, random_params(policy, observations())
+
+
+def test_policy_matches_a_numpy_forward(policy_setup):
+  policy, params = policy_setup
+  obs = observations()
+  mean, std = policy.apply(params, obs)
+  raw = numpy_mlp(params["params"]["trunk"], obs)
+  expected_mean, raw_scale = raw[:, :ACT_DIM], raw[:, ACT_DIM:]
+  if policy.scale == "paper":
+    expected_std = np.exp(np.clip(raw_scale, -20.0, 2.0))
+  else:
+    expected_std = np.log1p(np.exp(np.clip(raw_scale, -10.0, 5.0)))
+  np.testing.assert_allclose(mean, expected_mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(std, expected_std, rtol=1e-5)
+
+
+def test_policy_scale_is_bounded(policy_setup):
+  policy, params = policy_setup
+  largest_std = math.exp(2.0) if policy.scale == "paper" else math.log1p(math.exp(5.0))
+  params = jax.tree.map(lambda x: x * 1e4, params)
+  _, std = policy.apply(params, observations())
+  assert np.all(std > 0.0)
+  assert np.all(std <= largest_std * (1 + 1e-6))
+  assert np.any(np.isclose(std, largest_std, rtol=1e-5))
+
+
+def test_policy_rejects_an_unknown_scale():
+  with pytest.raises(ValueError, match="scale"):
+    jax.eval_shape(
+        networks.TanhGaussianPolicy(ACT_DIM, hidden_dims=(8,), scale="other").init, jax.random.PRNGKey(0), observations()
+    )
+
+
+@pytest.fixture(scope="module")
+def critic_setup():
+  critic = networks.TwinCritic(hidden_dims=(16, 16))
+  obs = observations(6)
+  actions = np.random.default_rng(2).uniform(-1, 1, size=(6, ACT_DIM)).astype(np.float32)
+  params = jax.jit(critic.init)(jax.random.PRNGKey(0), obs, actions)
+  return critic, params, obs, actions
+
+
+def test_twin_critic_heads_are_two_independent_mlps(critic_setup):
+  critic, params, obs, actions = critic_setup
+  q_values = critic.apply(params, obs, actions)
+  assert q_values.shape == (2, 6)
+
+  heads = params["params"]["heads"]
+  single = networks.QNetwork(hidden_dims=(16, 16))
+  inputs = np.concatenate([obs, actions], axis=-1)
+  for head in range(2):
+    head_params = jax.tree.map(lambda x: x[head], heads)
+    np.testing.assert_allclose(single.apply({"params": head_params}, obs, actions), q_values[head], rtol=1e-5)
+    np.testing.assert_allclose(numpy_mlp(head_params["mlp"], inputs)[:, 0], q_values[head], rtol=1e-5, atol=1e-6)
+
+  # Different initial values, and head 0's output has no gradient into head 1's parameters.
+  assert not np.allclose(heads["mlp"]["Dense_0"]["kernel"][0], heads["mlp"]["Dense_0"]["kernel"][1])
+  grads = jax.jit(jax.grad(lambda p: critic.apply(p, obs, actions)[0].sum()))(params)
+  for leaf in jax.tree.leaves(grads):
+    assert np.all(leaf[1] == 0.0)
+    assert np.any(leaf[0] != 0.0)
+
+
+def test_twin_critic_accepts_extra_leading_axes(critic_setup):
+  critic, params, obs, actions = critic_setup
+  stacked = critic.apply(params, np.broadcast_to(obs, (4, 6, OBS_DIM)), np.broadcast_to(actions, (4, 6, ACT_DIM)))
+  assert stacked.shape == (2, 4, 6)
+  np.testing.assert_allclose(stacked[:, 1], critic.apply(params, obs, actions), rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def ensemble_setup():
+  return make_ensemble()
+
+
+def make_ensemble(ensemble_size=3, batch=5):
+  ensemble = networks.BehaviorVAEEnsemble(ACT_DIM, LATENT_DIM, hidden_dims=(16, 16), ensemble_size=ensemble_size)
+  rng = np.random.default_rng(3)
+  obs = rng.normal(size=(batch, OBS_DIM)).astype(np.float32)
+  pre_tanh = rng.normal(size=(batch, ACT_DIM)).astype(np.float32)
+  noise = rng.normal(size=(ensemble_size, batch, LATENT_DIM)).astype(np.float32)
+  stacked_obs, stacked_pre_tanh = networks.broadcast_to_members((obs, pre_tanh), ensemble_size)
+  params = random_params(ensemble, stacked_obs, stacked_pre_tanh, noise)
+  return ensemble, params, (stacked_obs, stacked_pre_tanh, noise)
+
+
+def test_vae_member_matches_a_numpy_encoder_and_decoder(ensemble_setup):
+  ensemble, params, (obs, pre_tanh, noise) = ensemble_setup
+  posterior_mean, posterior_std, decoder_mean, decoder_std = ensemble.apply(params, obs, pre_tanh, noise)
+  member = 1
+  layers = jax.tree.map(lambda x: x[member], params["params"]["members"])
+
+  def softplus_clipped(raw):
+    return np.log1p(np.exp(np.clip(raw, -10.0, 5.0)))
+
+  encoded = numpy_mlp(layers["encoder"], np.concatenate([pre_tanh[member], obs[member]], -1))
+  np.testing.assert_allclose(posterior_mean[member], encoded[:, :LATENT_DIM], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(posterior_std[member], softplus_clipped(encoded[:, LATENT_DIM:]), rtol=1e-5)
+  latents = encoded[:, :LATENT_DIM] + softplus_clipped(encoded[:, LATENT_DIM:]) * noise[member]
+  decoded = numpy_mlp(layers["decoder"], np.concatenate([latents, obs[member]], -1))
+  np.testing.assert_allclose(decoder_mean[member], decoded[:, :ACT_DIM], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(decoder_std[member], softplus_clipped(decoded[:, ACT_DIM:]), rtol=1e-4)
+
+
+def test_single_member_evaluation_matches_the_all_members_evaluation(ensemble_setup):
+  ensemble, params, (obs, pre_tanh, noise) = ensemble_setup
+  everything = ensemble.apply(params, obs, pre_tanh, noise)
+  assert not np.allclose(everything[0][0], everything[0][1])
+  for member in range(3):
+    alone = ensemble.member().apply(networks.member_variables(params, member), obs[0], pre_tanh[0], noise[member])
+    sliced = ensemble.apply(networks.slice_members(params, member), obs[:1], pre_tanh[:1], noise[member : member + 1])
+    for expected, single, one_slice in zip(everything, alone, sliced):
+      np.testing.assert_allclose(single, expected[member], rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(one_slice[0], expected[member], rtol=1e-5, atol=1e-6)
+  # The slice reads the stacked parameters at a traced index, so a random member works under jit.
+  pick = jax.jit(lambda m: ensemble.apply(networks.slice_members(params, m), obs[:1], pre_tanh[:1], noise[:1]))
+  np.testing.assert_allclose(pick(2)[0][0], everything[0][2], rtol=1e-5, atol=1e-6)
+
+
+def test_encode_and_decode_methods_agree_with_the_full_pass(ensemble_setup):
+  ensemble, params, (obs, pre_tanh, noise) = ensemble_setup
+  posterior_mean, posterior_std, decoder_mean, decoder_std = ensemble.apply(params, obs, pre_tanh, noise)
+  mean, std = ensemble.apply(params, obs, pre_tanh, method="encode")
+  np.testing.assert_allclose(mean, posterior_mean, rtol=1e-6)
+  np.testing.assert_allclose(std, posterior_std, rtol=1e-6)
+  mean, std = ensemble.apply(params, obs, posterior_mean + posterior_std * noise, method="decode")
+  np.testing.assert_allclose(mean, decoder_mean, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(std, decoder_std, rtol=1e-5)
+
+
+@pytest.mark.parametrize("num_rows, ensemble_size", [(9, 3), (10, 3), (2, 3), (7, 1)])
+def test_member_assignment_deals_every_row_to_exactly_one_member(num_rows, ensemble_size):
+  assignment = networks.MemberAssignment.random(jax.random.PRNGKey(4), num_rows, ensemble_size)
+  rows_per_member = -(-num_rows // ensemble_size)
+  rows = np.arange(num_rows, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+  dealt = assignment.to_members(rows)
+  assert dealt.shape == (ensemble_size, rows_per_member, 2)
+  np.testing.assert_array_equal(assignment.from_members(dealt), rows)
+  member_of_row = np.asarray(assignment.member_of_row)
+  for row in range(num_rows):
+    assert row in np.asarray(dealt[member_of_row[row], :, 0])
+  # A member's output for a row comes back to that row.
+  per_member = dealt[..., 0] * 100 + np.arange(ensemble_size)[:, None]
+  np.testing.assert_array_equal(assignment.from_members(per_member), np.arange(num_rows) * 100 + member_of_row)
+
+
+def test_member_assignment_is_uniform_over_members_for_each_row():
+  keys = jax.random.split(jax.random.PRNGKey(5), 3000)
+  members = jax.vmap(lambda key: networks.MemberAssignment.random(key, 8, 3).member_of_row)(keys)
+  frequencies = np.stack([(np.asarray(members) == m).mean(0) for m in range(3)])
+  np.testing.assert_allclose(frequencies, 1 / 3, atol=0.04)
+
+
+def test_state_alpha_is_positive_and_global_alpha_starts_at_its_initial_value():
+  alpha = networks.StateAlpha(hidden_dims=(8, 8))
+  params = random_params(alpha, observations())
+  values = alpha.apply(jax.tree.map(lambda x: x * 50.0, params), observations(8))
+  assert values.shape == (8,)
+  assert np.all(values >= 0.0)
+  global_alpha = networks.GlobalAlpha()
+  global_params = jax.jit(global_alpha.init)(jax.random.PRNGKey(0), observations())
+  np.testing.assert_allclose(global_alpha.apply(global_params, observations(3)), [10.0] * 3, rtol=1e-5)
+
+
+def test_lagrange_multiplier_floor_keeps_its_gradient():
+  multiplier = networks.LagrangeMultiplier(initial=0.1, minimum=0.1)
+  params = jax.jit(multiplier.init)(jax.random.PRNGKey(0))
+  assert float(multiplier.apply(params)) == pytest.approx(0.1, rel=1e-5)
+  lowered = jax.tree.map(lambda x: x - 5.0, params)
+  assert float(multiplier.apply(lowered)) == pytest.approx(0.1, rel=1e-5)
+  grad = jax.grad(lambda p: multiplier.apply(p))(lowered)["params"]["raw"]
+  assert float(grad) > 0.0
