@@ -1,0 +1,470 @@
+"""The BRAC+ objectives: one pure function per equation of the paper.
+
+Conventions, shared by every function here:
+  * Losses are minimised and return (scalar loss, dict of scalar metrics).
+  * Pre-tanh values u carry the policy and behaviour Gaussians; actions are
+    a = tanh(u). Policy samples come sample-first, [n, N, act], as
+    `distributions.sample_tanh_gaussian(key, mean, std, (n,))` returns them.
+  * Per-state quantities (KL(s), alpha(s)) are arrays [N] that the caller
+    computes once per update and passes in; inside the losses they are
+    stop-gradient wherever the paper treats them as constants (GP weights,
+    dual steps), and differentiable where the actor needs them.
+  * `critic_loss` and `behavior_loss` take the parameters they are
+    differentiated with respect to first, so `jax.grad(loss, has_aux=True)`
+    applies directly; the others take arrays, and the caller differentiates a
+    closure that produces them (see `actor_loss`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bracplus_jax import distributions
+from bracplus_jax import networks
+from bracplus_jax.data.transitions import Transitions
+
+# (observations [..., obs], inputs [..., d]) -> (mean, std) [..., d'], any leading dims.
+GaussianHead = Callable[[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+# (observations [..., obs], actions [..., act]) -> Q-values [heads, ...].
+CriticFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+ENSEMBLE_MEMBER_MODES = ("random_per_state", "random_per_batch", "all")
+GRADIENT_PENALTY_WEIGHTINGS = ("hard", "soft")
+TD_BACKUPS = ("expected", "max")
+
+
+def _draw_latents(key: jax.Array, mean: jax.Array, std: jax.Array, num_latents: int) -> jax.Array:
+  """num_latents reparameterised draws per row, as axis -2: [..., L, z]."""
+  noise = jax.random.normal(key, mean.shape[:-1] + (num_latents, mean.shape[-1]), mean.dtype)
+  return mean[..., None, :] + std[..., None, :] * noise
+
+
+def _repeat_for_latents(observations: jax.Array, num_latents: int) -> jax.Array:
+  return jnp.broadcast_to(
+      observations[..., None, :], observations.shape[:-1] + (num_latents, observations.shape[-1])
+  )
+
+
+# ---------------------------------------------------------------------------
+# Behaviour model (Alg. 1 line 1, App. C)
+# ---------------------------------------------------------------------------
+
+
+def behavior_elbo(
+    key: jax.Array,
+    encode: GaussianHead,
+    decode: GaussianHead,
+    observations: jax.Array,
+    actions: jax.Array,
+    num_latents: int = 1,
+) -> jax.Array:
+  """ELBO of a dataset action under the conditional VAE (App. C, Eq. 12; beta = 1).
+
+  log pi_b(a|s) >= E_{z~q(z|s,u)}[log p(a|s,z)] - KL(q(z|s,u) || N(0, I)),
+  with u = atanh(clip(a)) and log p(a|s,z) = log N(u; decoder) - log|d tanh/du|
+  (the tanh Jacobian makes it a density over actions). The expectation is a
+  mean over `num_latents` reparameterised draws; the prior KL is closed form.
+  Returns [...] for inputs [..., dim].
+  """
+  pre_tanh = distributions.clipped_atanh(actions)
+  posterior_mean, posterior_std = encode(observations, pre_tanh)
+  latents = _draw_latents(key, posterior_mean, posterior_std, num_latents)
+  decoder_mean, decoder_std = decode(_repeat_for_latents(observations, num_latents), latents)
+  log_likelihood = distributions.tanh_gaussian_log_prob(pre_tanh[..., None, :], decoder_mean, decoder_std)
+  return jnp.mean(log_likelihood, axis=-1) - distributions.standard_normal_kl(posterior_mean, posterior_std)
+
+
+def behavior_loss(
+    behavior_params,
+    behavior: networks.BehaviorVAEEnsemble,
+    key: jax.Array,
+    batch: Transitions,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Maximum-likelihood step for every ensemble member (Alg. 1 line 1): -ELBO.
+
+  All members see the same batch (as in the released code); the loss sums the
+  members' mean -ELBO so each member gets the gradient of its own objective.
+  """
+  encode = partial(behavior.apply, behavior_params, method="encode")
+  decode = partial(behavior.apply, behavior_params, method="decode")
+  observations, actions = networks.broadcast_to_members(
+      (batch.observations, batch.actions), behavior.ensemble_size
+  )
+  elbo = behavior_elbo(key, encode, decode, observations, actions)  # [B, N]
+  loss = -jnp.sum(jnp.mean(elbo, axis=1))
+  return loss, {"behavior_nll_bound": -jnp.mean(elbo)}
+
+
+# ---------------------------------------------------------------------------
+# Divergences (Sec. 3.1)
+# ---------------------------------------------------------------------------
+
+
+def kl_upper_bound(
+    key: jax.Array,
+    encode: GaussianHead,
+    decode: GaussianHead,
+    observations: jax.Array,
+    policy_mean: jax.Array,
+    policy_std: jax.Array,
+    pre_tanh_actions: jax.Array,
+    num_latents: int = 5,
+) -> jax.Array:
+  """Analytical upper bound on KL(pi(.|s) || pi_b(.|s)) for one policy sample per row (Sec. 3.1.1, Eq. 7).
+
+    KL(pi || pi_b) <= E_{u~pi, z~q(z|s,u)}[KL(pi(.|s) || p(.|s,z)) + KL(q(z|s,u) || N(0, I))]
+
+  Both inner KLs are closed form: pi and p(.|s,z) are Gaussians in pre-tanh
+  space, where KL equals KL between the squashed distributions. z is averaged
+  over `num_latents` draws (App. F: L = 5). `pre_tanh_actions` is the draw
+  u ~ pi, one per row; all inputs share leading dims [...], returns [...].
+
+  The bound holds for any encoder: it is KL(pi(u) Q(z) || p(u|z) p(z)) plus the
+  mutual information of (u, z) under pi(u) q(z|s,u), with Q the aggregate
+  posterior. It is not tight at the exact posterior unless pi is narrow.
+  """
+  posterior_mean, posterior_std = encode(observations, pre_tanh_actions)
+  latents = _draw_latents(key, posterior_mean, posterior_std, num_latents)
+  decoder_mean, decoder_std = decode(_repeat_for_latents(observations, num_latents), latents)
+  policy_to_decoder = distributions.gaussian_kl(
+      policy_mean[..., None, :], policy_std[..., None, :], decoder_mean, decoder_std
+  )
+  return jnp.mean(policy_to_decoder, axis=-1) + distributions.standard_normal_kl(posterior_mean, posterior_std)
+
+
+def ensemble_kl_upper_bound(
+    key: jax.Array,
+    behavior: networks.BehaviorVAEEnsemble,
+    behavior_params,
+    observations: jax.Array,
+    policy_mean: jax.Array,
+    policy_std: jax.Array,
+    pre_tanh_actions: jax.Array,
+    num_latents: int = 5,
+    members: str = "random_per_state",
+) -> jax.Array:
+  """Per-state KL bound (Eq. 7) against the behaviour ensemble, averaged over n policy samples.
+
+  observations [N, obs], policy_mean/std [N, act], pre_tanh_actions [n, N, act]
+  -> KL(s) [N]. `members` chooses which ensemble members bound each state:
+    "random_per_state" (paper, App. F): one uniformly random member per state,
+        dealt by `networks.MemberAssignment`, at the cost of one member;
+    "random_per_batch": one random member for the whole batch, read by slicing
+        the stacked parameters, also at the cost of one member;
+    "all" (released code): the mean over every member, B times the cost.
+  """
+  member_key, latent_key = jax.random.split(key)
+  num_samples = pre_tanh_actions.shape[0]
+  rows = (
+      jnp.broadcast_to(observations[:, None, :], observations.shape[:1] + (num_samples,) + observations.shape[1:]),
+      policy_mean[:, None, :],
+      policy_std[:, None, :],
+      jnp.swapaxes(pre_tanh_actions, 0, 1),
+  )  # one row per state, the policy samples along axis 1
+
+  def bound(params, stacked_rows):
+    encode = partial(behavior.apply, params, method="encode")
+    decode = partial(behavior.apply, params, method="decode")
+    per_sample = kl_upper_bound(latent_key, encode, decode, *stacked_rows, num_latents=num_latents)
+    return jnp.mean(per_sample, axis=-1)  # [members, rows]
+
+  if members == "random_per_state":
+    assignment = networks.MemberAssignment.random(member_key, observations.shape[0], behavior.ensemble_size)
+    return assignment.from_members(bound(behavior_params, assignment.to_members(rows)))
+  if members == "random_per_batch":
+    member = jax.random.randint(member_key, (), 0, behavior.ensemble_size)
+    one_member = networks.slice_members(behavior_params, member)
+    return bound(one_member, networks.broadcast_to_members(rows, 1))[0]
+  if members == "all":
+    all_members = networks.broadcast_to_members(rows, behavior.ensemble_size)
+    return jnp.mean(bound(behavior_params, all_members), axis=0)
+  raise ValueError(f"unknown ensemble member mode {members!r}; expected one of {ENSEMBLE_MEMBER_MODES}")
+
+
+def sample_behavior(
+    key: jax.Array,
+    decode: GaussianHead,
+    observations: jax.Array,
+    latent_dim: int,
+    num_samples: int,
+) -> jax.Array:
+  """Pre-tanh draws u ~ pi_b(.|s) through the generative path z ~ N(0, I), u ~ p(u|s,z).
+
+  Returns [..., num_samples, act] for observations [..., obs] (samples on axis
+  -2, the layout `mmd_laplacian` takes).
+  """
+  latent_key, action_key = jax.random.split(key)
+  latents = jax.random.normal(latent_key, observations.shape[:-1] + (num_samples, latent_dim), observations.dtype)
+  decoder_mean, decoder_std = decode(_repeat_for_latents(observations, num_samples), latents)
+  return distributions.sample_gaussian(action_key, decoder_mean, decoder_std)
+
+
+def _mean_laplacian_kernel(x: jax.Array, y: jax.Array, sigma: float) -> jax.Array:
+  l1_distance = jnp.sum(jnp.abs(x[..., :, None, :] - y[..., None, :, :]), axis=-1)
+  return jnp.mean(jnp.exp(-l1_distance / (2.0 * sigma)), axis=(-2, -1))
+
+
+def mmd_laplacian(
+    policy_samples: jax.Array, behavior_samples: jax.Array, sigma: float = 120.0, squared: bool = True
+) -> jax.Array:
+  """Sampled MMD between pi(.|s) and pi_b(.|s) with a Laplacian kernel (Eq. 5; App. D ablation).
+
+    MMD^2 = E[k(x, x')] - 2 E[k(x, y)] + E[k(y, y')],  k(x, y) = exp(-||x - y||_1 / (2 sigma))
+
+  on pre-tanh samples [..., n, d] and [..., m, d] -> [...]. Every expectation
+  is the plain mean over all sample pairs (the V-statistic, as in BEAR and the
+  released code). sigma = 120 is the paper's Adroit value. `squared=False`
+  returns sqrt(MMD^2 + 1e-6) as the released code does.
+  """
+  mmd_squared = (
+      _mean_laplacian_kernel(policy_samples, policy_samples, sigma)
+      - 2.0 * _mean_laplacian_kernel(policy_samples, behavior_samples, sigma)
+      + _mean_laplacian_kernel(behavior_samples, behavior_samples, sigma)
+  )
+  return mmd_squared if squared else jnp.sqrt(mmd_squared + 1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Gradient-penalised policy evaluation (Sec. 3.3, Eq. 10)
+# ---------------------------------------------------------------------------
+
+
+def gradient_penalty_threshold(kl_values: jax.Array) -> jax.Array:
+  """eps_GP = mean + std of KL(s) over the states seen in the previous epoch (Sec. 3.3)."""
+  return jnp.mean(kl_values) + jnp.std(kl_values)
+
+
+def gradient_penalty_weights(kl: jax.Array, threshold: jax.Array | float, weighting: str = "hard") -> jax.Array:
+  """f(KL(s) - eps_GP) of Eq. 10, per state, with no gradient.
+
+    "hard" (paper): the Heaviside step 1[KL(s) > eps_GP].
+    "soft" (released code, gym): softplus(KL(s) - eps_GP) / max over the batch.
+  """
+  excess = jax.lax.stop_gradient(kl - threshold)
+  if weighting == "hard":
+    return (excess > 0.0).astype(kl.dtype)
+  if weighting == "soft":
+    soft = jax.nn.softplus(excess)
+    return soft / jnp.max(soft)
+  raise ValueError(f"unknown gradient penalty weighting {weighting!r}; expected one of {GRADIENT_PENALTY_WEIGHTINGS}")
+
+
+def action_gradients(critic_fn: CriticFn, observations: jax.Array, actions: jax.Array) -> jax.Array:
+  """grad_a Q_j(s, a) for every head j: [heads, ..., act] for actions [..., act].
+
+  One forward pass and one batched backward pass (a VJP per head). Each Q(s, a)
+  depends only on its own row, so the gradient of the sum is the per-row
+  gradient.
+  """
+  q_values, pullback = jax.vjp(lambda a: critic_fn(observations, a), actions)
+  num_heads = q_values.shape[0]
+  one_hot_heads = jnp.broadcast_to(
+      jnp.eye(num_heads, dtype=q_values.dtype).reshape((num_heads, num_heads) + (1,) * (q_values.ndim - 1)),
+      (num_heads,) + q_values.shape,
+  )
+  (gradients,) = jax.vmap(pullback)(one_hot_heads)
+  return gradients
+
+
+def gradient_penalty(
+    critic_fn: CriticFn,
+    observations: jax.Array,
+    policy_actions: jax.Array,
+    weights: jax.Array,
+    scale: jax.Array | float = 0.1,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """lambda * E_{s, a'~pi}[ ||grad_a Q(s, a')||^2 f(KL(s) - eps_GP) ], the penalty of Eq. 10.
+
+  observations [N, obs], policy_actions [n, N, act] (squashed samples of the
+  current policy, no gradient), weights [N] from `gradient_penalty_weights`,
+  scale = lambda (paper 0.1; released code: a Lagrange variable). Summed over
+  the Q heads, each head penalised on its own gradient. Differentiating this
+  with respect to the critic's parameters inside `critic_fn` is the double
+  backprop the penalty needs.
+  """
+  policy_actions = jax.lax.stop_gradient(policy_actions)
+  repeated_observations = jnp.broadcast_to(observations, policy_actions.shape[:-1] + observations.shape[-1:])
+  gradients = action_gradients(critic_fn, repeated_observations, policy_actions)  # [heads, n, N, act]
+  squared_norms = jnp.sum(gradients**2, axis=-1)  # [heads, n, N]
+  weighted = jnp.sum(squared_norms, axis=0) * weights
+  penalty = scale * jnp.mean(weighted)
+  gradient_norms = jnp.sqrt(squared_norms)
+  metrics = {
+      "gradient_penalty": penalty,
+      "ood_gradient_norm": jnp.mean(gradient_norms),
+      "weighted_ood_gradient_norm": jnp.mean(jnp.mean(gradient_norms, axis=(0, 1)) * weights),
+      "gradient_penalty_active_fraction": jnp.mean(weights > 0.0),
+  }
+  return penalty, metrics
+
+
+def td_target(
+    next_q_values: jax.Array,
+    rewards: jax.Array,
+    dones: jax.Array,
+    discount: float = 0.99,
+    backup: str = "expected",
+) -> jax.Array:
+  """y = r + gamma (1 - done) V(s'), with no gradient (Eq. 10).
+
+  next_q_values [heads, n, N] are the target critic at n next-state policy
+  samples. V(s') is min over heads, then over the samples:
+    "expected" (paper): the mean, E_{a'~pi} min_j Q'_j(s', a');
+    "max" (released code): the max, with samples from a target policy.
+  """
+  pessimistic = jnp.min(next_q_values, axis=0)
+  if backup == "expected":
+    next_value = jnp.mean(pessimistic, axis=0)
+  elif backup == "max":
+    next_value = jnp.max(pessimistic, axis=0)
+  else:
+    raise ValueError(f"unknown TD backup {backup!r}; expected one of {TD_BACKUPS}")
+  return jax.lax.stop_gradient(rewards + discount * (1.0 - dones) * next_value)
+
+
+def critic_loss(
+    critic_params,
+    critic_apply: Callable[..., jax.Array],
+    batch: Transitions,
+    targets: jax.Array,
+    policy_actions: jax.Array | None = None,
+    penalty_weights: jax.Array | None = None,
+    penalty_scale: jax.Array | float = 0.1,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Gradient-penalised policy evaluation (Eq. 10), summed over the Q heads.
+
+    sum_j E_D[(Q_j(s, a) - y)^2] + lambda E_{a'~pi}[||grad_a Q_j(s, a')||^2 f(KL(s) - eps_GP)]
+
+  `targets` from `td_target`. Without `policy_actions` the penalty is off (the
+  ablation, and the initial policy evaluation of Alg. 1 line 3).
+  """
+  q_values = critic_apply(critic_params, batch.observations, batch.actions)  # [heads, N]
+  td_error = jnp.sum(jnp.mean((q_values - targets) ** 2, axis=-1))
+  metrics = {"td_loss": td_error, "q_mean": jnp.mean(q_values), "target_mean": jnp.mean(targets)}
+  if policy_actions is None:
+    return td_error, metrics
+  penalty, penalty_metrics = gradient_penalty(
+      partial(critic_apply, critic_params), batch.observations, policy_actions, penalty_weights, penalty_scale
+  )
+  return td_error + penalty, metrics | penalty_metrics
+
+
+# ---------------------------------------------------------------------------
+# Policy improvement (Sec. 3.2, Eq. 8, App. F entropy term)
+# ---------------------------------------------------------------------------
+
+
+def actor_loss(
+    q_values: jax.Array,
+    kl: jax.Array,
+    alpha: jax.Array,
+    log_prob: jax.Array,
+    beta: jax.Array | float,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Behaviour-regularised policy improvement with a maximum-entropy constraint (Eq. 8, App. F).
+
+    min_theta E_s[ -E_{a~pi} min_j Q_j(s, a) + alpha(s) KL(s) + beta (H(pi(.|s)) - H0) ]
+
+  is the Lagrangian of max E[Q] s.t. KL(s) <= eps_KL and H(pi(.|s)) <= H0. With
+  H = -E[log pi] and H0 constant, loss = mean_s[-Q + alpha(s) KL(s) - beta log pi]:
+  a *maximum*-entropy constraint pushes entropy down, against the KL term
+  (KL = cross-entropy - H) that pushes it up. Pass beta = 0 to drop it.
+
+  q_values [heads, n, N] at the current policy's samples, kl [N], alpha [N],
+  log_prob [n, N]; the gradient flows through q_values, kl and log_prob, which
+  the caller computes from the policy parameters. alpha and beta are constants
+  here.
+  """
+  expected_q = jnp.mean(jnp.min(q_values, axis=0), axis=0)
+  alpha = jax.lax.stop_gradient(alpha)
+  beta = jax.lax.stop_gradient(beta)
+  mean_log_prob = jnp.mean(log_prob, axis=0)
+  loss = jnp.mean(-expected_q + alpha * kl - beta * mean_log_prob)
+  metrics = {
+      "actor_loss": loss,
+      "policy_q": jnp.mean(expected_q),
+      "kl": jnp.mean(kl),
+      "policy_entropy": -jnp.mean(mean_log_prob),
+  }
+  return loss, metrics
+
+
+def initial_policy_loss(
+    kl: jax.Array, log_prob: jax.Array, beta: jax.Array | float
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """argmin_pi KL(pi || pi_b) with the entropy constraint active (Alg. 1 line 2, App. F Initialization).
+
+  kl [N], log_prob [n, N]; the same entropy sign as `actor_loss`.
+  """
+  mean_log_prob = jnp.mean(log_prob, axis=0)
+  loss = jnp.mean(kl - jax.lax.stop_gradient(beta) * mean_log_prob)
+  return loss, {"kl": jnp.mean(kl), "policy_entropy": -jnp.mean(mean_log_prob)}
+
+
+# ---------------------------------------------------------------------------
+# Dual steps (Alg. 1 lines 8-9) and target networks (line 10)
+# ---------------------------------------------------------------------------
+
+
+def lagrange_multiplier_loss(multiplier: jax.Array, violation: jax.Array) -> jax.Array:
+  """-E[multiplier * stop_grad(violation)]: gradient descent on it is dual ascent.
+
+  The multiplier grows where the constraint value exceeds its bound
+  (violation > 0) and shrinks where it does not.
+  """
+  return -jnp.mean(multiplier * jax.lax.stop_gradient(violation))
+
+
+def alpha_loss(
+    alpha: jax.Array, kl: jax.Array, kl_threshold: jax.Array | float
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """State-wise dual step for KL(s) <= eps_KL (Alg. 1 line 8).
+
+    alpha(s) <- alpha(s) + lr (KL(s) - eps_KL),
+  i.e. minimise -E_s[alpha(s) stop_grad(KL(s) - eps_KL)] over the alpha
+  network's parameters (alpha [N] is that network's output, kl [N]). A global
+  alpha (released code) is the same loss with alpha broadcast over states.
+  """
+  violation = kl - kl_threshold
+  loss = lagrange_multiplier_loss(alpha, violation)
+  return loss, {
+      "alpha_loss": loss,
+      "alpha": jnp.mean(alpha),
+      "kl_violation_fraction": jnp.mean(jax.lax.stop_gradient(violation) > 0.0),
+  }
+
+
+def entropy_loss(
+    beta: jax.Array, log_prob: jax.Array, target_entropy: jax.Array | float
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Dual step for the maximum-entropy constraint H(pi) <= H0 (Alg. 1 line 9).
+
+    beta <- beta + lr (H(pi(.|s)) - H0),
+  with H estimated as -E[log pi(a|s)] from the policy samples (log_prob [n, N]
+  or [N]); beta grows while the policy is more random than H0 allows.
+  """
+  entropy = -jnp.mean(log_prob)
+  loss = lagrange_multiplier_loss(beta, entropy - target_entropy)
+  return loss, {"entropy_loss": loss, "beta": jnp.mean(beta), "policy_entropy": entropy}
+
+
+def gradient_penalty_scale_loss(
+    scale: jax.Array, weighted_ood_gradient_norm: jax.Array, max_ood_gradient_norm: float
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Released code only: lambda as a Lagrange variable holding the OOD gradient norm below a target.
+
+    lambda <- lambda + lr (mean_s f(s) ||grad_a Q(s, a')|| - max_ood_grad_norm),
+  fed by the `weighted_ood_gradient_norm` metric of `gradient_penalty`.
+  """
+  loss = lagrange_multiplier_loss(scale, weighted_ood_gradient_norm - max_ood_gradient_norm)
+  return loss, {"gradient_penalty_scale_loss": loss, "gradient_penalty_scale": scale}
+
+
+def polyak_update(online_params, target_params, tau: float):
+  """psi' <- tau psi + (1 - tau) psi' (Alg. 1 line 10)."""
+  return optax.incremental_update(online_params, target_params, tau)
