@@ -167,7 +167,8 @@ def toy_elbo(encoder, actions, num_latents=40_000):
 
 def test_elbo_equals_the_log_likelihood_at_the_exact_posterior():
   actions = np.array([-0.8, -0.1, 0.4, 0.9])
-  np.testing.assert_allclose(toy_elbo(exact_posterior_coefficients(), actions), exact_log_likelihood(actions), atol=0.01)
+  elbo = toy_elbo(exact_posterior_coefficients(), actions)
+  np.testing.assert_allclose(elbo, exact_log_likelihood(actions), atol=0.01)
 
 
 @pytest.mark.parametrize("encoder", ["prior", "too_wide", "anti_correlated"])
@@ -315,7 +316,8 @@ def test_mmd_laplacian_matches_numpy(sigma):
   policy_samples = rng.normal(size=(3, 5, 2))
   behavior_samples = rng.normal(0.5, 1.5, size=(3, 4, 2))
   expected = [numpy_mmd_squared(policy_samples[i], behavior_samples[i], sigma) for i in range(3)]
-  np.testing.assert_allclose(losses.mmd_laplacian(policy_samples, behavior_samples, sigma), expected, rtol=1e-4, atol=1e-7)
+  mmd_squared = losses.mmd_laplacian(policy_samples, behavior_samples, sigma)
+  np.testing.assert_allclose(mmd_squared, expected, rtol=1e-4, atol=1e-7)
   np.testing.assert_allclose(
       losses.mmd_laplacian(policy_samples, behavior_samples, sigma, squared=False),
       np.sqrt(np.array(expected) + 1e-6),
@@ -324,7 +326,8 @@ def test_mmd_laplacian_matches_numpy(sigma):
 
 
 def test_sample_behavior_draws_from_the_generative_path():
-  samples = losses.sample_behavior(jax.random.PRNGKey(0), toy_decode, jnp.zeros((2, 1)), latent_dim=1, num_samples=50_000)
+  observations = jnp.zeros((2, 1))
+  samples = losses.sample_behavior(jax.random.PRNGKey(0), toy_decode, observations, latent_dim=1, num_samples=50_000)
   assert samples.shape == (2, 50_000, 1)
   np.testing.assert_allclose(samples.mean(1), B, atol=0.03)
   np.testing.assert_allclose(samples.std(1), np.sqrt(W**2 + S**2), rtol=0.02)

@@ -65,9 +65,8 @@ def test_policy_scale_is_bounded(policy_setup):
 
 def test_policy_rejects_an_unknown_scale():
   with pytest.raises(ValueError, match="scale"):
-    jax.eval_shape(
-        networks.TanhGaussianPolicy(ACT_DIM, hidden_dims=(8,), scale="other").init, jax.random.PRNGKey(0), observations()
-    )
+    policy = networks.TanhGaussianPolicy(ACT_DIM, hidden_dims=(8,), scale="other")
+    jax.eval_shape(policy.init, jax.random.PRNGKey(0), observations())
 
 
 @pytest.fixture(scope="module")
