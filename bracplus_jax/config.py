@@ -1,0 +1,90 @@
+"""Checks a run's config once, before anything compiles: one line per problem, naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from bracplus_jax.errors import InputError
+
+CHOICES = {
+    "algo.policy_scale": ("paper", "released"),
+    "algo.divergence": ("kl", "mmd"),
+    "algo.kl_ensemble": ("random_per_state", "random_per_batch", "all"),
+    "algo.alpha": ("state", "global"),
+    "algo.gp_weighting": ("hard", "soft", "off"),
+    "algo.gp_threshold": ("dataset", "batch"),
+    "algo.td_backup": ("expected", "max"),
+    "wandb.mode": ("online", "offline", "disabled"),
+}
+POSITIVE_INTEGERS = (
+    "num_seeds", "batch_size", "algo.behavior_ensemble_size", "algo.kl_latent_samples",
+    "algo.kl_policy_samples", "algo.mmd_samples", "algo.td_max_samples",
+)
+NON_NEGATIVE_INTEGERS = (
+    "behavior_steps", "policy_init_steps", "critic_init_steps", "epochs", "steps_per_epoch",
+    "eval_episodes", "eval_every", "algo.behavior_latent_dim",
+)
+POSITIVE_NUMBERS = ("algo.mmd_sigma", "algo.alpha_init", "algo.entropy_init")
+NON_NEGATIVE_NUMBERS = (
+    "algo.behavior_lr", "algo.policy_init_lr", "algo.critic_lr", "algo.policy_lr", "algo.alpha_lr",
+    "algo.entropy_lr", "algo.gp_lagrange_lr", "algo.gp_lambda", "algo.gp_max_ood_grad_norm",
+    "algo.kl_margin",
+)
+UNIT_INTERVAL = ("algo.gamma", "algo.tau")
+HIDDEN_DIMS = ("algo.policy_hidden_dims", "algo.critic_hidden_dims", "algo.behavior_hidden_dims",
+               "algo.alpha_hidden_dims")
+
+
+def _get(config: ml_collections.ConfigDict, path: str) -> Any:
+  value = config
+  for part in path.split("."):
+    value = value[part]
+  return value
+
+
+def _is_integer(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises InputError naming the first field whose value is not allowed."""
+  for path, allowed in CHOICES.items():
+    value = _get(config, path)
+    if value not in allowed:
+      raise InputError(f"config.{path} = {value!r}; expected one of {', '.join(allowed)}")
+  for path in POSITIVE_INTEGERS:
+    value = _get(config, path)
+    if not _is_integer(value) or value < 1:
+      raise InputError(f"config.{path} = {value!r}; expected an integer >= 1")
+  for path in NON_NEGATIVE_INTEGERS:
+    value = _get(config, path)
+    if not _is_integer(value) or value < 0:
+      raise InputError(f"config.{path} = {value!r}; expected an integer >= 0")
+  for path in POSITIVE_NUMBERS:
+    value = _get(config, path)
+    if not _is_number(value) or value <= 0:
+      raise InputError(f"config.{path} = {value!r}; expected a number > 0")
+  for path in NON_NEGATIVE_NUMBERS:
+    value = _get(config, path)
+    if not _is_number(value) or value < 0:
+      raise InputError(f"config.{path} = {value!r}; expected a number >= 0")
+  for path in UNIT_INTERVAL:
+    value = _get(config, path)
+    if not _is_number(value) or not 0 <= value <= 1:
+      raise InputError(f"config.{path} = {value!r}; expected a number in [0, 1]")
+  for path in HIDDEN_DIMS:
+    value = _get(config, path)
+    if not isinstance(value, (tuple, list)) or not value or not all(
+        _is_integer(width) and width >= 1 for width in value):
+      raise InputError(f"config.{path} = {value!r}; expected a non-empty tuple of layer widths >= 1")
+  target_entropy = config.algo.target_entropy
+  if target_entropy is not None and not _is_number(target_entropy):
+    raise InputError(
+        f"config.algo.target_entropy = {target_entropy!r}; expected a number, or None for "
+        "the behaviour NLL - act_dim ln 4 rule")

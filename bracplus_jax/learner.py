@@ -1,0 +1,385 @@
+"""BRAC+ training state and its compiled steps: Algorithm 1 of the paper.
+
+Only the order of operations lives here; every objective is in `losses`.
+The steps are pure functions of (state, batch, key); `scan_steps` fuses many
+of them into one compiled `lax.scan` that draws its batches on the device, and
+`over_seeds` adds a leading seed axis to the same code with `vmap`.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training.train_state import TrainState
+
+from bracplus_jax import distributions, losses, networks
+from bracplus_jax.data.transitions import Transitions
+
+Metrics = dict[str, jax.Array]
+Step = Callable[[Any, Transitions, jax.Array], tuple[Any, Metrics]]
+
+
+@flax.struct.dataclass
+class BRACPlusState:
+  """Every network's parameters and optimiser state, and the run's thresholds."""
+
+  behavior: TrainState  # the B behaviour VAEs, stacked
+  policy: TrainState
+  policy_target_params: Any  # used by the released code's max backup only
+  critic: TrainState  # both Q heads, stacked
+  critic_target_params: Any
+  alpha: TrainState  # alpha(s) network, or one global alpha
+  entropy: TrainState  # beta, the multiplier of the maximum-entropy constraint
+  gp_scale: TrainState  # lambda when it is a Lagrange variable (released code)
+  kl_threshold: jax.Array  # eps_KL (Sec. 3.2)
+  gp_threshold: jax.Array  # eps_GP (Sec. 3.3), recomputed every epoch
+  target_entropy: jax.Array  # H0 (App. F)
+  epoch_kl_moments: jax.Array  # count, sum, sum of squares of the KL(s) seen this epoch
+
+
+def _adam(learning_rate: float) -> optax.GradientTransformation:
+  return optax.adam(learning_rate)
+
+
+def _apply_gradients(train_state: TrainState, gradients) -> TrainState:
+  return train_state.apply_gradients(grads=gradients)
+
+
+class BRACPlus:
+  """The algorithm for one dataset's dimensions and one `algo` config.
+
+  Holds the Flax modules (static); all state lives in `BRACPlusState`.
+  """
+
+  def __init__(self, algo: ml_collections.ConfigDict, observation_dim: int, action_dim: int):
+    self.algo = algo
+    self.observation_dim = observation_dim
+    self.action_dim = action_dim
+    latent_dim = algo.behavior_latent_dim or 2 * action_dim
+    self.policy = networks.TanhGaussianPolicy(action_dim, tuple(algo.policy_hidden_dims), algo.policy_scale)
+    self.critic = networks.TwinCritic(tuple(algo.critic_hidden_dims))
+    self.behavior = networks.BehaviorVAEEnsemble(
+        action_dim, latent_dim, tuple(algo.behavior_hidden_dims), algo.behavior_ensemble_size)
+    if algo.alpha == "state":
+      self.alpha = networks.StateAlpha(tuple(algo.alpha_hidden_dims))
+    else:
+      self.alpha = networks.GlobalAlpha(algo.alpha_init)
+    self.entropy = networks.LagrangeMultiplier(algo.entropy_init)
+    self.gp_scale = networks.LagrangeMultiplier(algo.gp_lambda, minimum=algo.gp_lambda)
+    # KL bound: kl_policy_samples draws; MMD: mmd_samples draws on each side.
+    self.num_policy_samples = algo.mmd_samples if algo.divergence == "mmd" else algo.kl_policy_samples
+
+  # -------------------------------------------------------------------------
+  # State
+  # -------------------------------------------------------------------------
+
+  def init(self, key: jax.Array) -> BRACPlusState:
+    keys = jax.random.split(key, 6)
+    observations = jnp.zeros((1, self.observation_dim))
+    actions = jnp.zeros((1, self.action_dim))
+    ensemble_size = self.behavior.ensemble_size
+    behavior_inputs = networks.broadcast_to_members(
+        (observations, actions, jnp.zeros((1, self.behavior.latent_dim))), ensemble_size)
+    algo = self.algo
+    policy_params = self.policy.init(keys[0], observations)
+    critic_params = self.critic.init(keys[1], observations, actions)
+    return BRACPlusState(
+        behavior=TrainState.create(
+            apply_fn=self.behavior.apply, params=self.behavior.init(keys[2], *behavior_inputs),
+            tx=_adam(algo.behavior_lr)),
+        policy=TrainState.create(apply_fn=self.policy.apply, params=policy_params,
+                                 tx=_adam(algo.policy_init_lr)),
+        policy_target_params=policy_params,
+        critic=TrainState.create(apply_fn=self.critic.apply, params=critic_params,
+                                 tx=_adam(algo.critic_lr)),
+        critic_target_params=critic_params,
+        alpha=TrainState.create(apply_fn=self.alpha.apply, params=self.alpha.init(keys[3], observations),
+                                tx=_adam(algo.alpha_lr)),
+        entropy=TrainState.create(apply_fn=self.entropy.apply, params=self.entropy.init(keys[4]),
+                                  tx=_adam(algo.entropy_lr)),
+        gp_scale=TrainState.create(apply_fn=self.gp_scale.apply, params=self.gp_scale.init(keys[5]),
+                                   tx=_adam(algo.gp_lagrange_lr)),
+        kl_threshold=jnp.asarray(jnp.inf),
+        gp_threshold=jnp.asarray(jnp.inf),
+        target_entropy=jnp.asarray(
+            -math.inf if algo.target_entropy is None else float(algo.target_entropy)),
+        epoch_kl_moments=jnp.zeros(3),
+    )
+
+  def start_rl(self, state: BRACPlusState) -> BRACPlusState:
+    """Switches the policy from its initialisation learning rate to the RL one (Alg. 1 line 4)."""
+    policy = TrainState.create(apply_fn=self.policy.apply, params=state.policy.params,
+                               tx=_adam(self.algo.policy_lr))
+    return state.replace(policy=policy, policy_target_params=state.policy.params,
+                         critic_target_params=state.critic.params)
+
+  # -------------------------------------------------------------------------
+  # Shared pieces
+  # -------------------------------------------------------------------------
+
+  def _policy_samples(self, policy_params, observations, key, num_samples):
+    """(actions, pre_tanh, log_prob, mean, std): num_samples reparameterised draws per state."""
+    mean, std = self.policy.apply(policy_params, observations)
+    actions, pre_tanh = distributions.sample_tanh_gaussian(key, mean, std, (num_samples,))
+    log_prob = distributions.tanh_gaussian_log_prob(pre_tanh, mean, std)
+    return actions, pre_tanh, log_prob, mean, std
+
+  def divergence(self, behavior_params, observations, mean, std, pre_tanh, key) -> jax.Array:
+    """D(pi(.|s), pi_b(.|s)) per state [N]: the KL upper bound (Eq. 7) or the sampled MMD."""
+    algo = self.algo
+    if algo.divergence == "kl":
+      return losses.ensemble_kl_upper_bound(
+          key, self.behavior, behavior_params, observations, mean, std, pre_tanh,
+          num_latents=algo.kl_latent_samples, members=algo.kl_ensemble)
+    member_key, sample_key = jax.random.split(key)
+    member = jax.random.randint(member_key, (), 0, self.behavior.ensemble_size)
+    one_member = networks.member_variables(behavior_params, member)
+    decode = partial(self.behavior.member().apply, one_member, method="decode")
+    behavior_samples = losses.sample_behavior(
+        sample_key, decode, observations, self.behavior.latent_dim, algo.mmd_samples)
+    return losses.mmd_laplacian(jnp.swapaxes(pre_tanh, 0, 1), behavior_samples, algo.mmd_sigma)
+
+  def _policy_terms(self, behavior_params, observations, key):
+    """The policy's samples and D(s) as a function of its parameters, for one shared vjp."""
+    sample_key, divergence_key = jax.random.split(key)
+
+    def terms(policy_params):
+      actions, pre_tanh, log_prob, mean, std = self._policy_samples(
+          policy_params, observations, sample_key, self.num_policy_samples)
+      divergence = self.divergence(behavior_params, observations, mean, std, pre_tanh, divergence_key)
+      return actions, log_prob, divergence
+
+    return terms
+
+  def _q_values(self, critic_params, observations, actions) -> jax.Array:
+    """Q heads at [n, N, act] actions for [N, obs] states: [heads, n, N]."""
+    observations = jnp.broadcast_to(observations, actions.shape[:-1] + observations.shape[-1:])
+    return self.critic.apply(critic_params, observations, actions)
+
+  def _multiplier_step(self, train_state: TrainState, loss_fn):
+    """One dual step on a scalar multiplier: loss_fn(value) -> (loss, metrics)."""
+    values, pullback = jax.vjp(train_state.apply_fn, train_state.params)
+    value_gradients, metrics = jax.grad(loss_fn, has_aux=True)(values)
+    (gradients,) = pullback(value_gradients)
+    return _apply_gradients(train_state, gradients), metrics
+
+  def _td_targets(self, state: BRACPlusState, batch: Transitions, key: jax.Array) -> jax.Array:
+    algo = self.algo
+    if algo.td_backup == "max":
+      policy_params, num_samples = state.policy_target_params, algo.td_max_samples
+    else:
+      policy_params, num_samples = state.policy.params, 1
+    next_actions, *_ = self._policy_samples(policy_params, batch.next_observations, key, num_samples)
+    next_q = self._q_values(state.critic_target_params, batch.next_observations, next_actions)
+    return losses.td_target(next_q, batch.rewards, batch.dones, algo.gamma, algo.td_backup)
+
+  def _polyak(self, state: BRACPlusState) -> BRACPlusState:
+    tau = self.algo.tau
+    state = state.replace(
+        critic_target_params=losses.polyak_update(state.critic.params, state.critic_target_params, tau))
+    if self.algo.td_backup == "max":
+      state = state.replace(
+          policy_target_params=losses.polyak_update(state.policy.params, state.policy_target_params, tau))
+    return state
+
+  # -------------------------------------------------------------------------
+  # Algorithm 1, lines 1-3: the start-up phases
+  # -------------------------------------------------------------------------
+
+  def behavior_step(self, state: BRACPlusState, batch: Transitions, key: jax.Array):
+    """Line 1: maximum likelihood (the ELBO) for every behaviour VAE."""
+    gradients, metrics = jax.grad(losses.behavior_loss, has_aux=True)(
+        state.behavior.params, self.behavior, key, batch)
+    return state.replace(behavior=_apply_gradients(state.behavior, gradients)), metrics
+
+  def policy_init_step(self, state: BRACPlusState, batch: Transitions, key: jax.Array):
+    """Line 2: pi = argmin KL(pi || pi_b), with the entropy dual active (App. F)."""
+    terms = self._policy_terms(state.behavior.params, batch.observations, key)
+    (actions, log_prob, divergence), pullback = jax.vjp(terms, state.policy.params)
+    beta = state.entropy.apply_fn(state.entropy.params)
+    (log_prob_gradients, divergence_gradients), metrics = jax.grad(
+        lambda lp, d: losses.initial_policy_loss(d, lp, beta), argnums=(0, 1), has_aux=True)(
+            log_prob, divergence)
+    (policy_gradients,) = pullback((jnp.zeros_like(actions), log_prob_gradients, divergence_gradients))
+    entropy, entropy_metrics = self._multiplier_step(
+        state.entropy, lambda b: losses.entropy_loss(b, log_prob, state.target_entropy))
+    state = state.replace(policy=_apply_gradients(state.policy, policy_gradients), entropy=entropy)
+    return state, metrics | entropy_metrics | _divergence_metrics(divergence)
+
+  def critic_init_step(self, state: BRACPlusState, batch: Transitions, key: jax.Array):
+    """Line 3: Q = Q^pi of the initial policy, by policy evaluation without the penalty."""
+    targets = self._td_targets(state, batch, key)
+    gradients, metrics = jax.grad(losses.critic_loss, has_aux=True)(
+        state.critic.params, self.critic.apply, batch, targets)
+    state = state.replace(critic=_apply_gradients(state.critic, gradients))
+    return self._polyak(state), metrics
+
+  # -------------------------------------------------------------------------
+  # Algorithm 1, lines 6-10: one RL update
+  # -------------------------------------------------------------------------
+
+  def update(self, state: BRACPlusState, batch: Transitions, key: jax.Array):
+    """Critic (Eq. 10), actor (Eq. 8), alpha (line 8), beta (line 9), targets (line 10).
+
+    The policy's samples and D(s) at the batch states come from one forward
+    pass: the critic's gradient penalty reads them without gradient, and the
+    actor differentiates them through the same pass's vjp.
+    """
+    algo = self.algo
+    policy_key, target_key, behavior_key = jax.random.split(key, 3)
+    metrics = {}
+    if algo.behavior_steps_during_rl:  # released code: the VAEs keep learning
+      state, behavior_metrics = self.behavior_step(state, batch, behavior_key)
+      metrics |= behavior_metrics
+
+    terms = self._policy_terms(state.behavior.params, batch.observations, policy_key)
+    (actions, log_prob, divergence), policy_pullback = jax.vjp(terms, state.policy.params)
+    fixed_divergence = jax.lax.stop_gradient(divergence)
+
+    # Line 6: gradient-penalised policy evaluation.
+    targets = self._td_targets(state, batch, target_key)
+    penalty = {}
+    if algo.gp_weighting != "off":
+      penalty = dict(
+          policy_actions=jax.lax.stop_gradient(actions),
+          penalty_weights=losses.gradient_penalty_weights(
+              fixed_divergence, state.gp_threshold, algo.gp_weighting),
+          penalty_scale=state.gp_scale.apply_fn(state.gp_scale.params))
+    critic_gradients, critic_metrics = jax.grad(losses.critic_loss, has_aux=True)(
+        state.critic.params, self.critic.apply, batch, targets, **penalty)
+    critic = _apply_gradients(state.critic, critic_gradients)
+    metrics |= critic_metrics
+
+    # Line 7: the actor, against the updated critic, with state-wise alpha(s) as constants.
+    alpha_values, alpha_pullback = jax.vjp(
+        lambda params: state.alpha.apply_fn(params, batch.observations), state.alpha.params)
+    beta = state.entropy.apply_fn(state.entropy.params)
+
+    def actor_objective(actions, log_prob, divergence):
+      q_values = self._q_values(critic.params, batch.observations, actions)
+      return losses.actor_loss(q_values, divergence, alpha_values, log_prob, beta)
+
+    actor_cotangents, actor_metrics = jax.grad(actor_objective, argnums=(0, 1, 2), has_aux=True)(
+        actions, log_prob, divergence)
+    (policy_gradients,) = policy_pullback(actor_cotangents)
+    metrics |= actor_metrics
+    # d(actor loss)/da = -grad_a min_j Q / (n N): the policy-action gradient norm comes free.
+    q_action_gradients = -actor_cotangents[0] * math.prod(actions.shape[:2])
+    metrics["policy_action_q_gradient_norm"] = jnp.mean(jnp.linalg.norm(q_action_gradients, axis=-1))
+
+    # Line 8: the alpha dual step, on the same forward pass of the alpha network.
+    alpha_value_gradients, alpha_metrics = jax.grad(
+        lambda values: losses.alpha_loss(values, fixed_divergence, state.kl_threshold), has_aux=True)(
+            alpha_values)
+    (alpha_gradients,) = alpha_pullback(alpha_value_gradients)
+    metrics |= alpha_metrics
+
+    # Line 9: the entropy dual step.
+    entropy, entropy_metrics = self._multiplier_step(
+        state.entropy, lambda b: losses.entropy_loss(b, log_prob, state.target_entropy))
+    metrics |= entropy_metrics
+
+    gp_scale = state.gp_scale
+    if algo.gp_lagrange and algo.gp_weighting != "off":
+      gp_scale, scale_metrics = self._multiplier_step(
+          gp_scale, lambda scale: losses.gradient_penalty_scale_loss(
+              scale, critic_metrics["weighted_ood_gradient_norm"], algo.gp_max_ood_grad_norm))
+      metrics |= scale_metrics
+
+    state = state.replace(
+        critic=critic,
+        policy=_apply_gradients(state.policy, policy_gradients),
+        alpha=_apply_gradients(state.alpha, alpha_gradients),
+        entropy=entropy,
+        gp_scale=gp_scale,
+        epoch_kl_moments=state.epoch_kl_moments + jnp.stack([
+            fixed_divergence.size, jnp.sum(fixed_divergence), jnp.sum(fixed_divergence**2)]),
+    )
+    metrics |= _divergence_metrics(fixed_divergence)
+    metrics["over_gp_threshold_fraction"] = jnp.mean(fixed_divergence > state.gp_threshold)
+    return self._polyak(state), metrics  # line 10
+
+  # -------------------------------------------------------------------------
+  # Dataset-wide quantities, computed in chunks on the device
+  # -------------------------------------------------------------------------
+
+  def dataset_divergence(self, state: BRACPlusState, observations: jax.Array, key: jax.Array,
+                         chunk_size: int = 4096) -> jax.Array:
+    """D(pi(.|s), pi_b(.|s)) for every state [N], one chunk of states at a time."""
+    num_states = observations.shape[0]
+    chunk_size = min(chunk_size, num_states)
+    num_chunks = -(-num_states // chunk_size)
+    padded = jnp.pad(observations, ((0, num_chunks * chunk_size - num_states), (0, 0)), mode="edge")
+    chunks = padded.reshape((num_chunks, chunk_size, -1))
+
+    def one_chunk(inputs):
+      chunk, chunk_key = inputs
+      terms = self._policy_terms(state.behavior.params, chunk, chunk_key)
+      return terms(state.policy.params)[2]
+
+    divergence = jax.lax.map(one_chunk, (chunks, jax.random.split(key, num_chunks)))
+    return divergence.reshape(-1)[:num_states]
+
+  def set_kl_threshold(self, state: BRACPlusState, observations: jax.Array, key: jax.Array):
+    """eps_KL = the initial policy's mean D over the dataset + the task's margin (App. F)."""
+    divergence = self.dataset_divergence(state, observations, key)
+    return state.replace(kl_threshold=jnp.mean(divergence) + self.algo.kl_margin), divergence
+
+  def set_gp_threshold(self, state: BRACPlusState, observations: jax.Array, key: jax.Array):
+    """eps_GP for the next epoch = mean + std of D (Sec. 3.3), over all dataset states
+    (paper) or over the states of this epoch's batches (released code)."""
+    if self.algo.gp_threshold == "dataset":
+      divergence = self.dataset_divergence(state, observations, key)
+      threshold = losses.gradient_penalty_threshold(divergence)
+    else:
+      count, total, squares = state.epoch_kl_moments
+      mean = total / count
+      threshold = mean + jnp.sqrt(jnp.maximum(squares / count - mean**2, 0.0))
+    return state.replace(gp_threshold=threshold, epoch_kl_moments=jnp.zeros(3))
+
+  def set_target_entropy(self, state: BRACPlusState, batch: Transitions, key: jax.Array):
+    """H0 where the config gives none: behaviour NLL - act_dim ln 4 (the released code's rule)."""
+    if self.algo.target_entropy is not None:
+      return state
+    _, metrics = losses.behavior_loss(state.behavior.params, self.behavior, key, batch)
+    return state.replace(target_entropy=metrics["behavior_nll_bound"] - self.action_dim * math.log(4.0))
+
+
+def _divergence_metrics(divergence: jax.Array) -> Metrics:
+  fixed = jax.lax.stop_gradient(divergence)
+  return {"kl_mean": jnp.mean(fixed), "kl_std": jnp.std(fixed), "kl_max": jnp.max(fixed)}
+
+
+# ---------------------------------------------------------------------------
+# Many steps in one compiled call, and many seeds in one process
+# ---------------------------------------------------------------------------
+
+
+def scan_steps(step: Step, num_steps: int, batch_size: int):
+  """(state, transitions, key) -> (state, metrics averaged over the steps), one lax.scan.
+
+  Batches are drawn from the on-device transitions inside the scan.
+  """
+
+  def run(state, transitions: Transitions, key: jax.Array):
+    def body(state, step_key):
+      batch_key, update_key = jax.random.split(step_key)
+      return step(state, transitions.sample(batch_key, batch_size), update_key)
+
+    state, metrics = jax.lax.scan(body, state, jax.random.split(key, num_steps))
+    return state, jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+
+  return run
+
+
+def over_seeds(function):
+  """vmaps (state, transitions, key, ...) -> ... over a leading seed axis of state and key;
+  the transitions are shared by every seed."""
+  return jax.vmap(function, in_axes=(0, None, 0))

@@ -1,0 +1,97 @@
+"""Every default of a BRAC+ run: the paper's, with the released code's choices as options.
+
+Task files (e.g. configs/hopper_mixed.py) start from `get_config()` here and
+override what differs. Any field can be set on the command line:
+`--config.batch_size=100`, `--config.algo.divergence=mmd`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # What to train on and where to evaluate.
+  config.dataset = "d4rl:hopper-medium-replay-v2"  # d4rl:<name>, minari:<id> or hdf5:<path>
+  config.env = "Hopper-v5"  # a gymnasium id
+  config.scale_rewards = True  # into [0, 1] over the dataset (App. F)
+  config.clip_actions = False  # refuse actions outside [-1, 1] unless set
+
+  # Seeds: `num_seeds` runs share one process as a vmapped axis, seeds seed..seed+n-1.
+  config.seed = 0
+  config.num_seeds = 1
+
+  # Schedule (Alg. 1): three start-up phases, then epochs of RL updates.
+  config.batch_size = 256
+  config.behavior_steps = 400_000  # behaviour VAE pre-training (paper: 400k)
+  config.policy_init_steps = 100_000  # initial policy: argmin KL(pi || pi_b)
+  config.critic_init_steps = 100_000  # initial critic: evaluation of that policy
+  config.epochs = 500
+  config.steps_per_epoch = 2_000  # paper, Fig. 2: 2,000 gradient steps per epoch
+
+  config.algo = algorithm_config()
+
+  # Evaluation.
+  config.eval_episodes = 10
+  config.eval_every = 10  # epochs
+
+  config.wandb = ml_collections.ConfigDict()
+  config.wandb.mode = "disabled"  # online | offline | disabled
+  return config
+
+
+def algorithm_config() -> ml_collections.ConfigDict:
+  algo = ml_collections.ConfigDict()
+
+  # Networks (App. F). Released code: 2 x 256 everywhere, scale "released".
+  algo.policy_hidden_dims = (512, 512, 512)
+  algo.policy_scale = "paper"  # paper: clipped log-std | released: softplus(clip(raw, -10, 5))
+  algo.critic_hidden_dims = (256, 256, 256)
+  algo.behavior_hidden_dims = (512, 512, 512)
+  algo.behavior_ensemble_size = 3
+  algo.behavior_latent_dim = 0  # 0: twice the action dim (App. F)
+  algo.alpha_hidden_dims = (256, 256, 256)
+
+  # Optimisers.
+  algo.behavior_lr = 1e-3
+  algo.policy_init_lr = 1e-3
+  algo.critic_lr = 3e-4
+  algo.policy_lr = 5e-6
+  algo.alpha_lr = 1e-3
+  algo.entropy_lr = 1e-3
+  algo.gamma = 0.99
+  algo.tau = 5e-3  # Polyak rate of the target critic (released: 1e-3)
+
+  # The divergence regulariser (Sec. 3.1).
+  algo.divergence = "kl"  # kl: analytical upper bound (Eq. 7) | mmd: Laplacian-kernel MMD
+  algo.kl_latent_samples = 5  # L (App. F)
+  # paper: one random member per state (random_per_state, or random_per_batch) | all: released
+  algo.kl_ensemble = "random_per_state"
+  algo.kl_policy_samples = 1  # released code: 5
+  algo.mmd_sigma = 120.0  # Laplacian kernel width (the paper's and released code's Adroit value)
+  algo.mmd_samples = 5
+
+  # State-wise Lagrange multiplier alpha(s) (Sec. 3.2).
+  algo.alpha = "state"  # state: alpha(s) network (paper) | global: one scalar (released)
+  algo.alpha_init = 10.0  # initial value of the global alpha
+  algo.kl_margin = 0.2  # eps_KL = initial policy's mean KL over the dataset + this margin
+
+  # Gradient penalty (Sec. 3.3, Eq. 10).
+  algo.gp_weighting = "hard"  # hard: Heaviside (paper) | soft: released gym default | off
+  algo.gp_lambda = 0.1
+  algo.gp_lagrange = False  # released: lambda is a Lagrange variable (initial and min 0.1)
+  algo.gp_max_ood_grad_norm = 0.01  # target of that Lagrange variable
+  algo.gp_lagrange_lr = 1e-3
+  algo.gp_threshold = "dataset"  # dataset: mean + std of KL over all states (paper) | batch
+
+  # Critic target.
+  algo.td_backup = "expected"  # expected: E_{a'~pi} min_j Q'_j (paper) | max: released
+  algo.td_max_samples = 5
+
+  # Entropy: maximum-entropy constraint H(pi) <= H0 (App. F).
+  algo.target_entropy = None  # None: behaviour NLL - act_dim * ln 4 (released code's rule)
+  algo.entropy_init = 1.0  # initial beta
+
+  # Released code: the behaviour VAEs keep taking one step per RL update.
+  algo.behavior_steps_during_rl = False
+  return algo
