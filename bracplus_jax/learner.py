@@ -44,10 +44,6 @@ class BRACPlusState:
   epoch_kl_moments: jax.Array  # count, sum, sum of squares of the KL(s) seen this epoch
 
 
-def _adam(learning_rate: float) -> optax.GradientTransformation:
-  return optax.adam(learning_rate)
-
-
 def _apply_gradients(train_state: TrainState, gradients) -> TrainState:
   return train_state.apply_gradients(grads=gradients)
 
@@ -68,11 +64,14 @@ class BRACPlus:
     self.behavior = networks.BehaviorVAEEnsemble(
         action_dim, latent_dim, tuple(algo.behavior_hidden_dims), algo.behavior_ensemble_size)
     if algo.alpha == "state":
-      self.alpha = networks.StateAlpha(tuple(algo.alpha_hidden_dims))
+      self.alpha = networks.StateAlpha(tuple(algo.alpha_hidden_dims), algo.alpha_init)
     else:
       self.alpha = networks.GlobalAlpha(algo.alpha_init)
     self.entropy = networks.LagrangeMultiplier(algo.entropy_init)
     self.gp_scale = networks.LagrangeMultiplier(algo.gp_lambda, minimum=algo.gp_lambda)
+    # Built once: optimisers are static parts of the state, so new ones would recompile.
+    self.optimizers = {name: optax.adam(getattr(algo, f"{name}_lr")) for name in (
+        "behavior", "policy_init", "policy", "critic", "alpha", "entropy", "gp_lagrange")}
     # KL bound: kl_policy_samples draws; MMD: mmd_samples draws on each side.
     self.num_policy_samples = algo.mmd_samples if algo.divergence == "mmd" else algo.kl_policy_samples
 
@@ -93,19 +92,19 @@ class BRACPlus:
     return BRACPlusState(
         behavior=TrainState.create(
             apply_fn=self.behavior.apply, params=self.behavior.init(keys[2], *behavior_inputs),
-            tx=_adam(algo.behavior_lr)),
+            tx=self.optimizers["behavior"]),
         policy=TrainState.create(apply_fn=self.policy.apply, params=policy_params,
-                                 tx=_adam(algo.policy_init_lr)),
+                                 tx=self.optimizers["policy_init"]),
         policy_target_params=policy_params,
         critic=TrainState.create(apply_fn=self.critic.apply, params=critic_params,
-                                 tx=_adam(algo.critic_lr)),
+                                 tx=self.optimizers["critic"]),
         critic_target_params=critic_params,
         alpha=TrainState.create(apply_fn=self.alpha.apply, params=self.alpha.init(keys[3], observations),
-                                tx=_adam(algo.alpha_lr)),
+                                tx=self.optimizers["alpha"]),
         entropy=TrainState.create(apply_fn=self.entropy.apply, params=self.entropy.init(keys[4]),
-                                  tx=_adam(algo.entropy_lr)),
+                                  tx=self.optimizers["entropy"]),
         gp_scale=TrainState.create(apply_fn=self.gp_scale.apply, params=self.gp_scale.init(keys[5]),
-                                   tx=_adam(algo.gp_lagrange_lr)),
+                                   tx=self.optimizers["gp_lagrange"]),
         kl_threshold=jnp.asarray(jnp.inf),
         gp_threshold=jnp.asarray(jnp.inf),
         target_entropy=jnp.asarray(
@@ -116,7 +115,7 @@ class BRACPlus:
   def start_rl(self, state: BRACPlusState) -> BRACPlusState:
     """Switches the policy from its initialisation learning rate to the RL one (Alg. 1 line 4)."""
     policy = TrainState.create(apply_fn=self.policy.apply, params=state.policy.params,
-                               tx=_adam(self.algo.policy_lr))
+                               tx=self.optimizers["policy"])
     return state.replace(policy=policy, policy_target_params=state.policy.params,
                          critic_target_params=state.critic.params)
 
@@ -332,12 +331,15 @@ class BRACPlus:
     divergence = self.dataset_divergence(state, observations, key)
     return state.replace(kl_threshold=jnp.mean(divergence) + self.algo.kl_margin), divergence
 
-  def set_gp_threshold(self, state: BRACPlusState, observations: jax.Array, key: jax.Array):
-    """eps_GP for the next epoch = mean + std of D (Sec. 3.3), over all dataset states
-    (paper) or over the states of this epoch's batches (released code)."""
-    if self.algo.gp_threshold == "dataset":
-      divergence = self.dataset_divergence(state, observations, key)
-      threshold = losses.gradient_penalty_threshold(divergence)
+  def set_gp_threshold(self, state: BRACPlusState, observations: jax.Array, key: jax.Array,
+                       use_dataset: bool = True):
+    """eps_GP for the next epoch: mean + std of D (Sec. 3.3).
+
+    Over all dataset states (paper; `use_dataset`), or over the states of the
+    batches this epoch's updates saw (released code).
+    """
+    if use_dataset:
+      threshold = losses.gradient_penalty_threshold(self.dataset_divergence(state, observations, key))
     else:
       count, total, squares = state.epoch_kl_moments
       mean = total / count

@@ -263,13 +263,21 @@ class MemberAssignment:
 
 
 class StateAlpha(nn.Module):
-  """alpha(s) > 0: the state-wise KL multiplier network, softplus output (Sec. 3.2, App. F)."""
+  """alpha(s) > 0: the state-wise KL multiplier network, softplus output (Sec. 3.2, App. F).
+
+  The pre-softplus output is offset so alpha(s) starts near `initial` in every
+  state (the paper gives no start; the released code's global alpha starts at
+  10). A start below the entropy multiplier would let the actor's entropy term
+  outweigh the KL term's and collapse the policy before the dual step reacts.
+  """
 
   hidden_dims: Sequence[int] = (256, 256, 256)
+  initial: float = 1.0
 
   @nn.compact
   def __call__(self, observations: jax.Array) -> jax.Array:
-    return jax.nn.softplus(MLP(self.hidden_dims, 1, name="mlp")(observations)[..., 0])
+    raw = MLP(self.hidden_dims, 1, name="mlp")(observations)[..., 0]
+    return jax.nn.softplus(raw + _inverse_softplus(self.initial))
 
 
 class LagrangeMultiplier(nn.Module):

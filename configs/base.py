@@ -73,7 +73,7 @@ def algorithm_config() -> ml_collections.ConfigDict:
 
   # State-wise Lagrange multiplier alpha(s) (Sec. 3.2).
   algo.alpha = "state"  # state: alpha(s) network (paper) | global: one scalar (released)
-  algo.alpha_init = 10.0  # initial value of the global alpha
+  algo.alpha_init = 10.0  # alpha's start, in every state (released code's global alpha: 10)
   algo.kl_margin = 0.2  # eps_KL = initial policy's mean KL over the dataset + this margin
 
   # Gradient penalty (Sec. 3.3, Eq. 10).
@@ -95,3 +95,23 @@ def algorithm_config() -> ml_collections.ConfigDict:
   # Released code: the behaviour VAEs keep taking one step per RL update.
   algo.behavior_steps_during_rl = False
   return algo
+
+
+def use_released_code_choices(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The authors' released code's gym defaults, where they differ from the paper (PAPER.md)."""
+  algo = config.algo
+  config.batch_size = 100
+  algo.policy_hidden_dims = (256, 256)
+  algo.critic_hidden_dims = (256, 256)
+  algo.behavior_hidden_dims = (256, 256)
+  algo.policy_scale = "released"
+  algo.kl_ensemble = "all"
+  algo.kl_policy_samples = 5
+  algo.alpha = "global"
+  algo.gp_weighting = "soft"
+  algo.gp_lagrange = True
+  algo.gp_threshold = "batch"
+  algo.td_backup = "max"
+  algo.tau = 1e-3
+  algo.behavior_steps_during_rl = True
+  return config

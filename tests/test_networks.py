@@ -195,6 +195,10 @@ def test_state_alpha_is_positive_and_global_alpha_starts_at_its_initial_value():
   values = alpha.apply(jax.tree.map(lambda x: x * 50.0, params), observations(8))
   assert values.shape == (8,)
   assert np.all(values >= 0.0)
+  # The offset makes alpha(s) start near `initial`: softplus(mlp(s) + softplus^-1(initial)).
+  started = networks.StateAlpha(hidden_dims=(8, 8), initial=10.0)
+  zero_params = jax.tree.map(jnp.zeros_like, random_params(started, observations()))
+  np.testing.assert_allclose(started.apply(zero_params, observations(4)), [10.0] * 4, rtol=1e-5)
   global_alpha = networks.GlobalAlpha()
   global_params = jax.jit(global_alpha.init)(jax.random.PRNGKey(0), observations())
   np.testing.assert_allclose(global_alpha.apply(global_params, observations(3)), [10.0] * 3, rtol=1e-5)

@@ -1,0 +1,220 @@
+"""The compiled BRAC+ steps: seeds vmapped equal seeds alone, one compile, targets, thresholds,
+every released-code option, and a one-step task whose best in-support action is known."""
+
+import sys
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from configs import base  # noqa: E402
+
+from bracplus_jax import config as config_lib  # noqa: E402
+from bracplus_jax import data, learner, train  # noqa: E402
+from bracplus_jax.data.transitions import Transitions  # noqa: E402
+from bracplus_jax.errors import InputError  # noqa: E402
+from conftest import write_d4rl_file  # noqa: E402
+
+OBS, ACT = 3, 2
+
+
+def small_config(**algo_overrides):
+  config = base.get_config()
+  for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims", "alpha_hidden_dims"):
+    config.algo[name] = (16, 16)
+  for name, value in algo_overrides.items():
+    config.algo[name] = value
+  return config
+
+
+def random_transitions(size=128, seed=0):
+  rng = np.random.default_rng(seed)
+  return Transitions(
+      observations=jnp.asarray(rng.normal(size=(size, OBS)), jnp.float32),
+      actions=jnp.asarray(rng.uniform(-0.9, 0.9, size=(size, ACT)), jnp.float32),
+      rewards=jnp.asarray(rng.uniform(size=size), jnp.float32),
+      next_observations=jnp.asarray(rng.normal(size=(size, OBS)), jnp.float32),
+      dones=jnp.asarray(rng.uniform(size=size) < 0.1, jnp.float32))
+
+
+def rl_ready_state(algorithm, key, kl_threshold=1.0, gp_threshold=0.5):
+  """A fresh state with finite thresholds, so every term of the update is live."""
+  state = algorithm.start_rl(algorithm.init(key))
+  return state.replace(kl_threshold=jnp.asarray(kl_threshold), gp_threshold=jnp.asarray(gp_threshold),
+                       target_entropy=jnp.asarray(-1.0))
+
+
+def test_vmapped_seeds_equal_seeds_run_alone_and_the_update_compiles_once():
+  algorithm = learner.BRACPlus(small_config().algo, OBS, ACT)
+  transitions = random_transitions()
+  traces = []
+
+  def counted_update(state, batch, key):
+    traces.append(1)  # runs only while tracing
+    return algorithm.update(state, batch, key)
+
+  seeds = [jax.random.key(s) for s in (0, 1, 2)]
+  states = [rl_ready_state(algorithm, key) for key in seeds]
+  step_keys = jnp.stack([jax.random.key(10 + s) for s in range(3)])
+  many = jax.jit(learner.over_seeds(learner.scan_steps(counted_update, 3, 32)))
+  stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+  together, together_metrics = many(stacked, transitions, step_keys)
+  many(together, transitions, step_keys)  # another call: same shapes, no new trace
+  assert len(traces) == 1
+
+  one = jax.jit(learner.scan_steps(algorithm.update, 3, 32))
+  for index, state in enumerate(states):
+    alone, alone_metrics = one(state, transitions, step_keys[index])
+    for got, expected in zip(jax.tree.leaves(jax.tree.map(lambda x: x[index], together)),
+                             jax.tree.leaves(alone)):
+      np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-6)
+    np.testing.assert_allclose(together_metrics["td_loss"][index], alone_metrics["td_loss"], rtol=1e-5)
+
+
+def test_the_update_moves_targets_by_polyak_averaging():
+  algorithm = learner.BRACPlus(small_config(tau=0.25).algo, OBS, ACT)
+  state = rl_ready_state(algorithm, jax.random.key(0))
+  state = state.replace(critic_target_params=jax.tree.map(lambda x: x + 1.0, state.critic.params))
+  batch = random_transitions(32)
+  new_state, _ = jax.jit(algorithm.update)(state, batch, jax.random.key(1))
+  for target, online, old_target in zip(jax.tree.leaves(new_state.critic_target_params),
+                                        jax.tree.leaves(new_state.critic.params),
+                                        jax.tree.leaves(state.critic_target_params)):
+    np.testing.assert_allclose(target, 0.25 * np.asarray(online) + 0.75 * np.asarray(old_target),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_released_code_gp_threshold_is_mean_plus_std_of_the_epoch_s_divergences():
+  algorithm = learner.BRACPlus(small_config().algo, OBS, ACT)
+  state = algorithm.init(jax.random.key(0))
+  seen = np.random.default_rng(0).gamma(2.0, size=1000)
+  state = state.replace(epoch_kl_moments=jnp.asarray([seen.size, seen.sum(), (seen**2).sum()], jnp.float32))
+  state = algorithm.set_gp_threshold(state, None, None, use_dataset=False)
+  assert float(state.gp_threshold) == pytest.approx(seen.mean() + seen.std(), rel=1e-4)
+  np.testing.assert_array_equal(state.epoch_kl_moments, np.zeros(3))
+
+
+def test_the_update_accumulates_the_divergences_it_saw():
+  algorithm = learner.BRACPlus(small_config().algo, OBS, ACT)
+  state = rl_ready_state(algorithm, jax.random.key(0))
+  new_state, metrics = jax.jit(algorithm.update)(state, random_transitions(32), jax.random.key(1))
+  count, total, squares = np.asarray(new_state.epoch_kl_moments)
+  assert count == 32
+  assert total / count == pytest.approx(float(metrics["kl_mean"]), rel=1e-5)
+  assert np.sqrt(squares / count - (total / count) ** 2) == pytest.approx(float(metrics["kl_std"]), rel=1e-3)
+
+
+@pytest.mark.parametrize("preset", ["released", "mmd"])
+def test_every_option_compiles_and_gives_finite_metrics(preset):
+  config = small_config()
+  if preset == "released":
+    base.use_released_code_choices(config)
+    expected = {"gradient_penalty_scale", "behavior_nll_bound", "gradient_penalty"}
+  else:
+    config.algo.divergence = "mmd"
+    config.algo.gp_weighting = "off"
+    config.algo.kl_ensemble = "random_per_batch"
+    expected = {"kl_mean", "td_loss"}
+  for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims"):
+    config.algo[name] = (16, 16)
+  config_lib.validate(config)
+  algorithm = learner.BRACPlus(config.algo, OBS, ACT)
+  state = rl_ready_state(algorithm, jax.random.key(0))
+  state, metrics = jax.jit(learner.scan_steps(algorithm.update, 2, 16))(
+      state, random_transitions(), jax.random.key(1))
+  assert expected <= set(metrics)
+  if preset == "mmd":
+    assert "gradient_penalty" not in metrics
+  for name, value in metrics.items():
+    assert np.isfinite(value), name
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("algo.divergence", "wasserstein", "config.algo.divergence = 'wasserstein'; expected one of kl, mmd"),
+    ("algo.gp_weighting", "sigmoid", "hard, soft, off"),
+    ("num_seeds", 0, "config.num_seeds = 0; expected an integer >= 1"),
+    ("algo.gamma", 1.5, "config.algo.gamma = 1.5"),
+    ("algo.policy_hidden_dims", (), "config.algo.policy_hidden_dims"),
+    ("wandb.mode", "cloud", "online, offline, disabled"),
+])
+def test_config_validation_names_the_field_and_what_is_allowed(field, value, fragment):
+  config = base.get_config()
+  *groups, name = field.split(".")
+  target = config
+  for group in groups:
+    target = target[group]
+  target[name] = value
+  with pytest.raises(InputError) as error:
+    config_lib.validate(config)
+  assert fragment in str(error.value)
+
+
+# ---------------------------------------------------------------------------
+# A one-step task: every episode is one step, the reward is 50 x the action, and
+# the data's actions fill [-0.5, 0.5]. The best in-support action is the upper
+# edge; beyond it the critic extrapolates the reward upwards, towards +1. (The
+# factor gives Q the range it has in long tasks, where it sums many rewards.)
+# ---------------------------------------------------------------------------
+
+SUPPORT = 0.5
+
+
+@pytest.fixture(scope="module")
+def one_step_dataset(tmp_path_factory):
+  rng = np.random.default_rng(0)
+  size = 4000
+  actions = rng.uniform(-SUPPORT, SUPPORT, size=(size, 1)).astype(np.float32)
+  observations = rng.normal(0.0, 0.1, size=(size, 1)).astype(np.float32)
+  path = write_d4rl_file(
+      tmp_path_factory.mktemp("one_step") / "one_step.hdf5",
+      observations=observations, actions=actions, rewards=50.0 * actions[:, 0],
+      terminals=np.ones(size, bool), timeouts=np.zeros(size, bool),
+      next_observations=observations)
+  return data.load_dataset(f"hdf5:{path}", scale_rewards=False, progress=False)
+
+
+def one_step_config(regularised: bool):
+  config = small_config()
+  for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims"):
+    config.algo[name] = (32, 32)
+  config.batch_size = 128
+  config.behavior_steps = 1000
+  config.policy_init_steps = 500
+  config.critic_init_steps = 250
+  config.epochs = 2
+  config.steps_per_epoch = 500
+  config.num_seeds = 2
+  config.algo.policy_lr = 3e-3
+  config.algo.critic_lr = 3e-3
+  config.algo.kl_margin = 1.0
+  if not regularised:
+    # No divergence penalty, no gradient penalty: a plain actor-critic on the same data.
+    config.algo.alpha = "global"
+    config.algo.alpha_init = 1e-6
+    config.algo.alpha_lr = 0.0
+    config.algo.gp_weighting = "off"
+  return config
+
+
+def deterministic_actions(result, observations):
+  policy = learner.BRACPlus(one_step_config(True).algo, 1, 1).policy
+  means, _ = jax.vmap(policy.apply, in_axes=(0, None))(result.state.policy.params, observations)
+  return np.tanh(np.asarray(means))[..., 0]  # [seeds, states]
+
+
+def test_brac_plus_moves_towards_the_best_action_and_stays_inside_the_support(one_step_dataset):
+  result = train.train(one_step_config(regularised=True), one_step_dataset, progress=False)
+  actions = deterministic_actions(result, one_step_dataset.transitions.observations[:256])
+  # The behaviour policy's mean action is 0; every seed goes to the support's upper edge
+  # and stays inside it.
+  assert np.all(np.median(actions, axis=1) > SUPPORT - 0.15), np.median(actions, axis=1)
+  assert np.all(actions < SUPPORT + 0.1), actions.max()
+
+
+def test_without_regularisation_the_policy_leaves_the_support(one_step_dataset):
+  result = train.train(one_step_config(regularised=False), one_step_dataset, progress=False)
+  actions = deterministic_actions(result, one_step_dataset.transitions.observations[:256])
+  assert np.all(np.median(actions, axis=1) > SUPPORT + 0.25), np.median(actions, axis=1)
