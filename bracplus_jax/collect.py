@@ -302,6 +302,32 @@ def read_rows(path: str) -> dict[str, np.ndarray]:
   return rows
 
 
+ROLLOUT_ENVS = 16  # sub-envs side by side: one policy call serves 16 steps
+
+
+def vector_rollout(env_id: str, policy: sac.BatchPolicy, steps: int, seed: int, progress: bool = True,
+                   description: str = "collecting", num_envs: int = ROLLOUT_ENVS) -> dict[str, np.ndarray]:
+  """`steps` rows of a policy acting in `num_envs` sub-envs, regrouped into whole episodes.
+
+  Episodes are ordered by their first step; the episodes still running when
+  the rows are complete, and the last row kept, end in a timeout.
+  """
+  envs = sac.make_vector_env(env_id, num_envs)
+  buffer = sac.buffer_for(envs, steps + num_envs)
+  collector = sac.Collector(envs, seed)
+  try:
+    with tqdm.tqdm(total=steps, desc=description, unit="step", disable=not progress) as bar:
+      while buffer.size < steps:
+        before = buffer.size
+        collector.collect(buffer, min(10_000, steps - buffer.size), policy)
+        bar.update(min(buffer.size, steps) - before)
+  finally:
+    envs.close()
+  rows = {key: value[:steps] for key, value in episodes_in_order(buffer.rows()).items()}
+  rows["timeouts"][-1] = not rows["terminals"][-1]
+  return rows
+
+
 class Family:
   """One environment's recipes: the SAC run, the references and each recipe's rows, made at most once.
 
@@ -386,15 +412,9 @@ class Family:
     raise InputError(f"--recipe: unknown recipe '{recipe}'; known: {', '.join(RECIPES)}, policy:<file>, all")
 
   def rollout_checkpoint(self, checkpoint: sac.PolicyCheckpoint, recipe: str) -> dict[str, np.ndarray]:
-    """`steps` rows of the policy acting as it was trained to: sampling from pi(.|s)."""
     seed = self.options.seed + ROLLOUT_SEED_OFFSETS[recipe]
-    policy = checkpoint.batch_policy(seed)
-    env = make_env(self.env_id)
-    try:
-      return rollout(env, lambda observation: policy(observation[None])[0], self.options.steps, seed,
-                     self.options.progress, description=recipe)
-    finally:
-      env.close()
+    return vector_rollout(self.env_id, checkpoint.batch_policy(seed), self.options.steps, seed,
+                          self.options.progress, description=recipe)
 
   def metadata(self, recipe: str, arrays: dict[str, np.ndarray]) -> dict:
     """What the file says about itself: recipe, seeds, step counts, references, provenance."""
@@ -408,6 +428,8 @@ class Family:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **{f"versions/{name}": version for name, version in package_versions().items()},
     }
+    if recipe in ("medium", "expert", "policy"):
+      metadata["rollout_envs"] = ROLLOUT_ENVS
     if recipe in ("random", "policy") and self.options.expert_return is not None:
       return metadata  # no SAC run behind this file
     run = self.run

@@ -4,7 +4,8 @@ SAC here trains the project's `TanhGaussianPolicy` and `TwinCritic` in a
 gymnasium MuJoCo environment, with the temperature tuned towards a target
 entropy of -act_dim (Haarnoja et al. 2018b, Sec. 5). The schedule is UTD 1 in
 chunks: collect `chunk_steps` environment steps with the current policy, then
-run as many updates in one compiled `lax.scan`.
+run as many updates in one compiled `lax.scan`. The policy acts in [-1, 1];
+an env whose action box is wider is rescaled to it (`make_env`).
 
 Policy checkpoints are single msgpack files (`save_policy`, `load_policy`)
 holding the parameters and the module's configuration, so a policy loads
@@ -258,11 +259,7 @@ class PolicyCheckpoint:
 
   def batch_policy(self, seed: int, deterministic: bool = False) -> BatchPolicy:
     """A stateful host policy that draws fresh noise on every call."""
-    act = make_act(self.module, deterministic)
-    key = jax.random.PRNGKey(seed)
-    counter = iter(range(2**31 - 1))
-    return lambda observations: np.asarray(act(
-        self.params, jnp.asarray(observations, jnp.float32), key, next(counter)))
+    return policy_acting(make_act(self.module, deterministic), self.params, jax.random.PRNGKey(seed))
 
 
 def save_policy(path: str, checkpoint: PolicyCheckpoint) -> None:
@@ -455,44 +452,58 @@ class TrainResult:
     }
 
 
-def collect_chunk(envs, observations, needs_reset, episode_returns, act, buffer, steps, policy_params,
-                  act_key, counter, rng, random_actions):
-  """Steps the vector env until `steps` real transitions are stored.
+class Collector:
+  """Steps a next-step-autoreset vector env and stores only real transitions.
 
   With next-step autoreset, a sub-env whose episode ended last step spends
-  this step resetting: its output is the new first observation with reward 0,
-  no transition, so its row is skipped. Returns the carried env state and the
-  returns of episodes that finished.
+  the next step resetting: its output is the new first observation with
+  reward 0, no transition, so that row is skipped.
   """
-  finished_returns = []
-  stored = 0
-  while stored < steps:
-    if random_actions:
-      actions = rng.uniform(envs.single_action_space.low, envs.single_action_space.high,
-                            (envs.num_envs,) + envs.single_action_space.shape).astype(np.float32)
-    else:
-      actions = np.asarray(act(policy_params, jnp.asarray(observations, jnp.float32), act_key, counter))
-      counter += 1
-    state = mujoco_state(envs)
-    next_observations, rewards, terminated, truncated, _ = envs.step(actions)
-    real = np.flatnonzero(~needs_reset)
-    rows = {
-        "observations": observations[real], "actions": actions[real], "rewards": rewards[real],
-        # A terminal is a terminal even on the time limit's last step: it must not be dropped as a cut.
-        "terminals": terminated[real], "timeouts": truncated[real] & ~terminated[real],
-        "next_observations": next_observations[real], "env_index": real,
-    }
-    if state is not None:
-      rows["infos/qpos"], rows["infos/qvel"] = state[0][real], state[1][real]
-    buffer.add(rows)
-    stored += len(real)
-    episode_returns[real] += rewards[real]
-    ended = real[(terminated | truncated)[real]]
-    finished_returns.extend(episode_returns[ended].tolist())
-    episode_returns[ended] = 0.0
-    needs_reset = terminated | truncated
-    observations = next_observations
-  return observations, needs_reset, counter, finished_returns
+
+  def __init__(self, envs: gym.vector.SyncVectorEnv, seed: int):
+    self.envs = envs
+    self.observations, _ = envs.reset(seed=seed)
+    self.needs_reset = np.zeros(envs.num_envs, bool)
+    self.episode_returns = np.zeros(envs.num_envs)
+
+  def collect(self, buffer: ReplayBuffer, steps: int, policy: BatchPolicy) -> list[float]:
+    """Steps until `steps` more rows are stored; returns the returns of the episodes that ended."""
+    finished_returns = []
+    stop = buffer.size + steps
+    while buffer.size < stop:
+      actions = np.asarray(policy(self.observations), np.float32)
+      state = mujoco_state(self.envs)
+      next_observations, rewards, terminated, truncated, _ = self.envs.step(actions)
+      real = np.flatnonzero(~self.needs_reset)
+      rows = {
+          "observations": self.observations[real], "actions": actions[real], "rewards": rewards[real],
+          # A terminal is a terminal even on the time limit's last step: it must not be dropped as a cut.
+          "terminals": terminated[real], "timeouts": truncated[real] & ~terminated[real],
+          "next_observations": next_observations[real], "env_index": real,
+      }
+      if state is not None:
+        rows["infos/qpos"], rows["infos/qvel"] = state[0][real], state[1][real]
+      buffer.add(rows)
+      self.episode_returns[real] += rewards[real]
+      ended = real[(terminated | truncated)[real]]
+      finished_returns.extend(self.episode_returns[ended].tolist())
+      self.episode_returns[ended] = 0.0
+      self.needs_reset = terminated | truncated
+      self.observations = next_observations
+    return finished_returns
+
+
+def buffer_for(envs: gym.vector.SyncVectorEnv, capacity: int) -> ReplayBuffer:
+  """An empty buffer with the env's sizes, with room for qpos/qvel where the env is MuJoCo."""
+  state = mujoco_state(envs)
+  return ReplayBuffer(capacity, envs.single_observation_space.shape[0], envs.single_action_space.shape[0],
+                      *((state[0].shape[1], state[1].shape[1]) if state else ()))
+
+
+def policy_acting(act, params, key: jax.Array) -> BatchPolicy:
+  """A host policy for fixed params that folds a fresh counter into `key` on every call."""
+  counter = iter(range(2**31 - 1))
+  return lambda observations: np.asarray(act(params, jnp.asarray(observations, jnp.float32), key, next(counter)))
 
 
 def train(env_id: str, config: SACConfig, checkpoint_dir: Optional[str] = None,
@@ -513,10 +524,7 @@ def train(env_id: str, config: SACConfig, checkpoint_dir: Optional[str] = None,
   envs = make_vector_env(env_id, config.num_envs)
   observation_dim = envs.single_observation_space.shape[0]
   action_dim = envs.single_action_space.shape[0]
-  state_shapes = mujoco_state(envs)
-  buffer = ReplayBuffer(
-      config.total_steps + config.num_envs, observation_dim, action_dim,
-      *((state_shapes[0].shape[1], state_shapes[1].shape[1]) if state_shapes else ()))
+  buffer = buffer_for(envs, config.total_steps + config.num_envs)
   init_key, act_key, update_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
   state = init_state(init_key, observation_dim, action_dim, config)
   module = policy_module(action_dim, config.hidden_dims)
@@ -539,19 +547,20 @@ def train(env_id: str, config: SACConfig, checkpoint_dir: Optional[str] = None,
 
   evaluations, crossings, best = [], {}, None
   pending_thresholds = sorted(thresholds)
-  observations, _ = envs.reset(seed=config.seed)
-  needs_reset = np.zeros(config.num_envs, bool)
-  episode_returns = np.zeros(config.num_envs)
-  counter, chunk_index, next_eval = 0, 0, config.eval_every
+  collector = Collector(envs, config.seed)
+  random_policy = random_batch_policy(envs.single_action_space, config.seed)
+  chunk_index, next_eval = 0, config.eval_every
   last_train_return, metrics = float("nan"), {}
   bar = tqdm.tqdm(total=config.total_steps, desc=description, unit="step", disable=not progress)
   try:
     while buffer.size < config.total_steps:
       steps = min(config.chunk_steps, config.total_steps - buffer.size)
       before = buffer.size
-      observations, needs_reset, counter, finished = collect_chunk(
-          envs, observations, needs_reset, episode_returns, act, buffer, steps, state.policy.params,
-          act_key, counter, rng, random_actions=buffer.size < config.start_steps)
+      if buffer.size < config.start_steps:
+        policy = random_policy
+      else:
+        policy = policy_acting(act, state.policy.params, jax.random.fold_in(act_key, chunk_index))
+      finished = collector.collect(buffer, steps, policy)
       if finished:
         last_train_return = float(np.mean(finished))
       if buffer.size >= config.start_steps:
@@ -563,11 +572,8 @@ def train(env_id: str, config: SACConfig, checkpoint_dir: Optional[str] = None,
         while next_eval <= buffer.size:
           next_eval += config.eval_every
         eval_seed = config.seed + 1_000_003 * (len(evaluations) + 1)
-        eval_key = jax.random.PRNGKey(eval_seed)
-        eval_counter = iter(range(2**31 - 1))
-        returns = evaluate(env_id, lambda o: np.asarray(eval_act(
-            state.policy.params, jnp.asarray(o, jnp.float32), eval_key, next(eval_counter))),
-            config.eval_episodes, eval_seed)
+        returns = evaluate(env_id, policy_acting(eval_act, state.policy.params, jax.random.PRNGKey(eval_seed)),
+                           config.eval_episodes, eval_seed)
         step, mean_return = buffer.size, float(returns.mean())
         name = f"policy_step_{step:09d}.msgpack" if keep_every_evaluation else None
         evaluation = Evaluation(step, mean_return, float(returns.std()),

@@ -52,6 +52,25 @@ def test_every_recipe_writes_a_file_the_data_layer_reads(family):
   assert {len(collect.read_rows(family["paths"][r])["rewards"]) for r in ("random", "medium", "expert")} == {300}
 
 
+def test_policy_rollouts_replay_in_the_simulator(family):
+  """Rows of 16 side-by-side sub-envs, regrouped into whole episodes, are real steps in order."""
+  import gymnasium as gym
+  rows, metadata = read(family["paths"]["expert"])
+  assert metadata["rollout_envs"] == 16
+  ends = rows["terminals"] | rows["timeouts"]
+  assert ends[-1] and not (rows["terminals"] & rows["timeouts"]).any()
+  inside = np.flatnonzero(~ends[:-1])
+  np.testing.assert_array_equal(rows["next_observations"][inside], rows["observations"][inside + 1])
+  env = gym.make(ENV)
+  env.reset(seed=0)
+  for i in range(0, 300, 11):
+    env.unwrapped.set_state(rows["infos/qpos"][i].astype(np.float64), rows["infos/qvel"][i].astype(np.float64))
+    next_observation, reward, terminated, _, _ = env.step(rows["actions"][i])
+    np.testing.assert_allclose(next_observation, rows["next_observations"][i], atol=1e-4)
+    assert reward == pytest.approx(rows["rewards"][i], abs=1e-4) and terminated == rows["terminals"][i]
+  env.close()
+
+
 def test_references_come_from_the_random_and_the_best_sac_policy(family):
   _, metadata = read(family["paths"]["expert"])
   best = max(family["record"]["evaluations"], key=lambda evaluation: evaluation["return_mean"])
@@ -118,12 +137,13 @@ def test_all_resumes_only_the_missing_stage(family):
 
 
 def test_single_recipes_reuse_the_run_and_match_the_family(family, tmp_path):
-  out = str(tmp_path / "medium.hdf5")
-  collect.make_recipe(ENV, "medium", out, TINY, workdir=family["out"])
-  alone, _ = read(out)
-  in_family, _ = read(family["paths"]["medium"])
-  for key in in_family:
-    np.testing.assert_array_equal(alone[key], in_family[key], err_msg=key)
+  for recipe in ("medium", "mixed"):
+    out = str(tmp_path / f"{recipe}.hdf5")
+    collect.make_recipe(ENV, recipe, out, TINY, workdir=family["out"])
+    alone, _ = read(out)
+    in_family, _ = read(family["paths"][recipe])
+    for key in in_family:
+      np.testing.assert_array_equal(alone[key], in_family[key], err_msg=f"{recipe} {key}")
 
   checkpoint = os.path.join(family["run_dir"], "policy_best.msgpack")
   out = str(tmp_path / "policy.hdf5")
