@@ -16,15 +16,16 @@ CHOICES = {
     "algo.gp_weighting": ("hard", "soft", "off"),
     "algo.gp_threshold": ("dataset", "batch"),
     "algo.td_backup": ("expected", "max"),
-    "wandb.mode": ("online", "offline", "disabled"),
+    "wandb.mode": ("auto", "online", "offline", "disabled"),
+    "eval_mode": ("deterministic", "best_of_q"),
 }
 POSITIVE_INTEGERS = (
-    "num_seeds", "batch_size", "algo.behavior_ensemble_size", "algo.kl_latent_samples",
+    "num_seeds", "batch_size", "eval_every", "checkpoint_every", "algo.behavior_ensemble_size", "algo.kl_latent_samples",
     "algo.kl_policy_samples", "algo.mmd_samples", "algo.td_max_samples",
 )
 NON_NEGATIVE_INTEGERS = (
     "behavior_steps", "policy_init_steps", "critic_init_steps", "epochs", "steps_per_epoch",
-    "eval_episodes", "eval_every", "algo.behavior_latent_dim",
+    "eval_episodes", "algo.behavior_latent_dim", "make_dataset.steps",
 )
 POSITIVE_NUMBERS = ("algo.mmd_sigma", "algo.alpha_init", "algo.entropy_init")
 NON_NEGATIVE_NUMBERS = (

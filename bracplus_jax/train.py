@@ -1,9 +1,12 @@
 """The phases of a BRAC+ run in order (Alg. 1), for all seeds at once.
 
-behaviour pre-training -> H0 -> initial policy -> eps_KL -> initial critic ->
-epochs of RL updates, eps_GP recomputed after each. Every phase runs as
-compiled blocks of `lax.scan`ned steps, vmapped over the seed axis, with a
-progress bar; nothing inside a block returns to the host.
+A run is a fixed sequence of units: the start-up stages (behaviour model, H0,
+initial policy, eps_KL, initial critic, switch to RL), then one unit per epoch
+of RL updates with eps_GP recomputed after it. Every unit is compiled blocks of
+`lax.scan`ned steps, vmapped over the seed axis (and sharded over devices where
+there are several), with a progress bar; nothing inside a block returns to the
+host. The state and keys after any unit are all a run needs to go on, which is
+what checkpoints store and `resume` restores.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tqdm
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bracplus_jax import config as config_lib
 from bracplus_jax import learner
@@ -27,21 +31,9 @@ from bracplus_jax.data.transitions import Transitions
 BLOCK_STEPS = 1000
 # States whose behaviour NLL estimates H0 (App. F).
 TARGET_ENTROPY_STATES = 10_000
-
-EpochCallback = Callable[[int, learner.BRACPlusState, dict[str, np.ndarray]], None]
-
-
-@dataclasses.dataclass
-class TrainResult:
-  state: learner.BRACPlusState  # leading seed axis on every leaf
-  phase_metrics: dict[str, dict[str, np.ndarray]]  # phase -> metric -> [seeds], last block's mean
-  epoch_metrics: list[dict[str, np.ndarray]]  # per epoch: metric -> [seeds]
-  phase_seconds: dict[str, float]
-
-
-def seed_keys(first_seed: int, num_seeds: int) -> jax.Array:
-  """One independent key per seed: seeds first_seed .. first_seed + num_seeds - 1."""
-  return jnp.stack([jax.random.key(first_seed + i) for i in range(num_seeds)])
+STAGES = ("behavior", "target_entropy", "policy_init", "kl_threshold", "critic_init", "start_rl")
+STAGE_PHASE = {"behavior": "behavior", "target_entropy": "behavior", "policy_init": "policy_init",
+               "kl_threshold": "policy_init", "critic_init": "critic_init", "start_rl": "rl"}
 
 
 def block_length(num_steps: int) -> int:
@@ -55,102 +47,154 @@ def block_length(num_steps: int) -> int:
   return BLOCK_STEPS
 
 
+def seed_keys(first_seed: int, num_seeds: int) -> jax.Array:
+  """One independent key per seed: seeds first_seed .. first_seed + num_seeds - 1."""
+  return jnp.stack([jax.random.key(first_seed + i) for i in range(num_seeds)])
+
+
 def _split(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(keys to carry on, keys to use now), per seed."""
   pairs = jax.vmap(jax.random.split)(keys)
   return pairs[:, 0], pairs[:, 1]
 
 
-class PhaseRunner:
-  """Compiles each (step, number of steps) once and runs phases block by block."""
+def seed_sharding(num_seeds: int) -> Optional[NamedSharding]:
+  """The seed axis split over all local devices, when there are several and they divide it."""
+  devices = jax.devices()
+  if len(devices) < 2 or num_seeds % len(devices):
+    return None
+  return NamedSharding(Mesh(np.array(devices), ("seeds",)), PartitionSpec("seeds"))
 
-  def __init__(self, batch_size: int, progress: bool):
-    self.batch_size = batch_size
+
+@dataclasses.dataclass
+class UnitResult:
+  name: str  # a stage name, or "epoch"
+  epoch: Optional[int]  # 1-based for epochs
+  gradient_steps: int  # steps of this unit per seed
+  metrics: dict[str, np.ndarray]  # metric -> [seeds]; empty for stages without steps
+
+
+class Trainer:
+  """Algorithm 1 for one config and dataset: the units of a run, one at a time."""
+
+  def __init__(self, config: ml_collections.ConfigDict, dataset: OfflineDataset, progress: bool = True):
+    config_lib.validate(config)
+    self.config = config
     self.progress = progress
-    self._compiled: dict[tuple[Callable, int], Callable] = {}
+    self.sharding = seed_sharding(config.num_seeds)
+    transitions = dataset.transitions
+    if self.sharding is not None:  # every device holds the whole dataset
+      transitions = jax.device_put(transitions, NamedSharding(self.sharding.mesh, PartitionSpec()))
+    self.transitions = transitions
+    self.algorithm = learner.BRACPlus(config.algo, transitions.observation_dim, transitions.action_dim)
+    self._scans: dict[tuple[str, int], Callable] = {}
+    over_seeds = lambda f: jax.jit(jax.vmap(f, in_axes=(0, None, 0)))  # noqa: E731
+    algorithm = self.algorithm
+    self._init = jax.jit(jax.vmap(algorithm.init))
+    self._start_rl = jax.jit(jax.vmap(algorithm.start_rl))
+    self._set_target_entropy = over_seeds(algorithm.set_target_entropy)
+    self._set_kl_threshold = over_seeds(lambda s, o, k: algorithm.set_kl_threshold(s, o, k)[0])
+    self._gp_from_dataset = over_seeds(
+        lambda s, o, k: algorithm.set_gp_threshold(s, o, k, use_dataset=True))
+    self._gp_per_epoch = self._gp_from_dataset if config.algo.gp_threshold == "dataset" else (
+        over_seeds(lambda s, o, k: algorithm.set_gp_threshold(s, o, k, use_dataset=False)))
+    self._steps = {"behavior": algorithm.behavior_step, "policy_init": algorithm.policy_init_step,
+                   "critic_init": algorithm.critic_init_step, "epoch": algorithm.update}
 
-  def compiled(self, step: learner.Step, num_steps: int):
-    cache_key = (step, num_steps)
-    if cache_key not in self._compiled:
-      run = learner.over_seeds(learner.scan_steps(step, num_steps, self.batch_size))
-      self._compiled[cache_key] = jax.jit(run, donate_argnums=0)
-    return self._compiled[cache_key]
+  @property
+  def num_units(self) -> int:
+    return len(STAGES) + self.config.epochs
 
-  def run(self, step: learner.Step, state, transitions: Transitions, keys: jax.Array,
-          num_steps: int, description: str):
+  def _place(self, tree):
+    return tree if self.sharding is None else jax.device_put(tree, self.sharding)
+
+  def initial(self):
+    """(state, keys) before the first unit."""
+    keys, init_keys = _split(seed_keys(self.config.seed, self.config.num_seeds))
+    return self._place(self._init(init_keys)), self._place(keys)
+
+  def template(self, completed_units: int):
+    """A (state, keys) of the structure a checkpoint after `completed_units` holds."""
+    state, keys = jax.eval_shape(self.initial)
+    if completed_units > STAGES.index("start_rl"):
+      state = jax.eval_shape(self._start_rl, state)
+    if self.sharding is not None:
+      state, keys = jax.tree.map(
+          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.sharding), (state, keys))
+    return state, keys
+
+  def _scan(self, name: str, num_steps: int):
+    if (name, num_steps) not in self._scans:
+      run = learner.over_seeds(learner.scan_steps(self._steps[name], num_steps, self.config.batch_size))
+      self._scans[(name, num_steps)] = jax.jit(run, donate_argnums=0)
+    return self._scans[(name, num_steps)]
+
+  def _run_steps(self, name: str, state, keys, num_steps: int, description: str):
     """`num_steps` steps of every seed; returns (state, keys, last block's metrics per seed)."""
     metrics = {}
     with tqdm.tqdm(total=num_steps, desc=description, unit="step", disable=not self.progress,
-                   dynamic_ncols=True) as bar:
+                   dynamic_ncols=True, leave=False) as bar:
       done = 0
       while done < num_steps:
         block = min(block_length(num_steps), num_steps - done)
         keys, block_keys = _split(keys)
-        state, metrics = self.compiled(step, block)(state, transitions, block_keys)
+        state, metrics = self._scan(name, block)(state, self.transitions, block_keys)
         done += block
         bar.update(block)
     return state, keys, jax.tree.map(np.asarray, metrics)
 
+  def run_unit(self, unit: int, state, keys):
+    """Unit `unit` (0-based) of the run: (state, keys, UnitResult)."""
+    config, transitions = self.config, self.transitions
+    if unit >= len(STAGES):
+      epoch = unit - len(STAGES) + 1
+      state, keys, metrics = self._run_steps(
+          "epoch", state, keys, config.steps_per_epoch, f"epoch {epoch}/{config.epochs}")
+      keys, threshold_keys = _split(keys)
+      state = self._gp_per_epoch(state, transitions.observations, threshold_keys)
+      metrics["kl_threshold"] = np.asarray(state.kl_threshold)
+      metrics["gp_threshold"] = np.asarray(state.gp_threshold)
+      return state, keys, UnitResult("epoch", epoch, config.steps_per_epoch, metrics)
+    name = STAGES[unit]
+    steps = {"behavior": config.behavior_steps, "policy_init": config.policy_init_steps,
+             "critic_init": config.critic_init_steps}
+    descriptions = {"behavior": "behaviour model", "policy_init": "initial policy",
+                    "critic_init": "initial critic"}
+    if name in steps:
+      state, keys, metrics = self._run_steps(name, state, keys, steps[name], descriptions[name])
+      return state, keys, UnitResult(name, None, steps[name], metrics)
+    keys, use_keys = _split(keys)
+    if name == "target_entropy":  # H0 from the behaviour model's likelihood (App. F)
+      sample = transitions.sample(jax.random.key(config.seed), min(transitions.size, TARGET_ENTROPY_STATES))
+      state = self._set_target_entropy(state, sample, use_keys)
+      metrics = {"target_entropy": np.asarray(state.target_entropy)}
+    elif name == "kl_threshold":  # eps_KL from the initial policy (App. F)
+      state = self._set_kl_threshold(state, transitions.observations, use_keys)
+      metrics = {"kl_threshold": np.asarray(state.kl_threshold)}
+    else:  # start_rl: the RL learning rates, and eps_GP for the first epoch from the initial policy
+      state = self._gp_from_dataset(self._start_rl(state), transitions.observations, use_keys)
+      metrics = {"gp_threshold": np.asarray(state.gp_threshold)}
+    return state, keys, UnitResult(name, None, 0, metrics)
 
-def train(config: ml_collections.ConfigDict, dataset: OfflineDataset, progress: bool = True,
-          on_epoch: Optional[EpochCallback] = None) -> TrainResult:
-  """Runs Algorithm 1 for `config.num_seeds` seeds of `dataset`; returns their final states."""
-  config_lib.validate(config)
-  transitions = dataset.transitions
-  algorithm = learner.BRACPlus(config.algo, transitions.observation_dim, transitions.action_dim)
-  runner = PhaseRunner(config.batch_size, progress)
-  over_seeds = lambda f: jax.jit(jax.vmap(f, in_axes=(0, None, 0)))  # noqa: E731
-  phase_metrics, phase_seconds = {}, {}
-  keys, init_keys = _split(seed_keys(config.seed, config.num_seeds))
 
-  def timed(name, function, *args):
-    start = time.perf_counter()
-    result = function(*args)
-    jax.block_until_ready(result)
-    phase_seconds[name] = phase_seconds.get(name, 0.0) + time.perf_counter() - start
-    return result
+  def run(self, after_unit=None, start=None):
+    """Runs every unit for all seeds; returns the final (state, keys).
 
-  state = timed("init", jax.jit(jax.vmap(algorithm.init)), init_keys)
+    `start` = (completed units, state, keys) resumes a run; `after_unit(unit,
+    state, keys, result, seconds)` sees every unit as it ends, for evaluation,
+    logs and checkpoints.
+    """
+    completed, state, keys = start if start is not None else (0, *self.initial())
+    for unit in range(completed, self.num_units):
+      began = time.perf_counter()
+      state, keys, result = self.run_unit(unit, state, keys)
+      jax.block_until_ready(state)
+      if after_unit is not None:
+        after_unit(unit, state, keys, result, time.perf_counter() - began)
+    return state, keys
 
-  # Line 1: the behaviour model, then H0 from its likelihood.
-  state, keys, phase_metrics["behavior"] = timed(
-      "behavior", runner.run, algorithm.behavior_step, state, transitions, keys,
-      config.behavior_steps, "behaviour model")
-  keys, entropy_keys = _split(keys)
-  sample = transitions.sample(jax.random.key(config.seed), min(transitions.size, TARGET_ENTROPY_STATES))
-  state = timed("behavior", over_seeds(algorithm.set_target_entropy), state, sample, entropy_keys)
 
-  # Line 2: the initial policy, then eps_KL from its divergence over the dataset.
-  state, keys, phase_metrics["policy_init"] = timed(
-      "policy_init", runner.run, algorithm.policy_init_step, state, transitions, keys,
-      config.policy_init_steps, "initial policy")
-  keys, threshold_keys = _split(keys)
-  state, _ = timed("policy_init", over_seeds(algorithm.set_kl_threshold),
-                   state, transitions.observations, threshold_keys)
-
-  # Line 3: the initial critic, Q of the initial policy.
-  state, keys, phase_metrics["critic_init"] = timed(
-      "critic_init", runner.run, algorithm.critic_init_step, state, transitions, keys,
-      config.critic_init_steps, "initial critic")
-
-  # Lines 4-12: epochs of RL updates; eps_GP for the first from the initial policy.
-  state = jax.jit(jax.vmap(algorithm.start_rl))(state)
-  gp_from_dataset = over_seeds(lambda s, o, k: algorithm.set_gp_threshold(s, o, k, use_dataset=True))
-  gp_per_epoch = gp_from_dataset if config.algo.gp_threshold == "dataset" else over_seeds(
-      lambda s, o, k: algorithm.set_gp_threshold(s, o, k, use_dataset=False))
-  keys, threshold_keys = _split(keys)
-  state = timed("rl", gp_from_dataset, state, transitions.observations, threshold_keys)
-  epoch_metrics = []
-  for epoch in range(1, config.epochs + 1):
-    state, keys, metrics = timed(
-        "rl", runner.run, algorithm.update, state, transitions, keys, config.steps_per_epoch,
-        f"epoch {epoch}/{config.epochs}")
-    keys, threshold_keys = _split(keys)
-    state = timed("rl", gp_per_epoch, state, transitions.observations, threshold_keys)
-    metrics["kl_threshold"] = np.asarray(state.kl_threshold)
-    metrics["gp_threshold"] = np.asarray(state.gp_threshold)
-    epoch_metrics.append(metrics)
-    if on_epoch is not None:
-      on_epoch(epoch, state, metrics)
-  return TrainResult(state=state, phase_metrics=phase_metrics, epoch_metrics=epoch_metrics,
-                     phase_seconds=phase_seconds)
+def train(config: ml_collections.ConfigDict, dataset: OfflineDataset, progress: bool = True):
+  """The whole of Algorithm 1 for `config.num_seeds` seeds; returns the final state."""
+  state, _ = Trainer(config, dataset, progress).run()
+  return state

@@ -10,12 +10,16 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
+  config.name = "brac_plus"  # the task's name: run directories and W&B groups use it
 
   # What to train on and where to evaluate.
   config.dataset = "d4rl:hopper-medium-replay-v2"  # d4rl:<name>, minari:<id> or hdf5:<path>
   config.env = "Hopper-v5"  # a gymnasium id
   config.scale_rewards = True  # into [0, 1] over the dataset (App. F)
   config.clip_actions = False  # refuse actions outside [-1, 1] unless set
+  # For an hdf5: dataset that does not exist yet: collect it first with this recipe
+  # ('' = never; see `python -m bracplus_jax.collect`).
+  config.make_dataset = ml_collections.ConfigDict({"recipe": "", "steps": 100_000, "seed": 0})
 
   # Seeds: `num_seeds` runs share one process as a vmapped axis, seeds seed..seed+n-1.
   config.seed = 0
@@ -31,12 +35,20 @@ def get_config() -> ml_collections.ConfigDict:
 
   config.algo = algorithm_config()
 
-  # Evaluation.
-  config.eval_episodes = 10
-  config.eval_every = 10  # epochs
+  # Evaluation, in gymnasium: every seed's policy, all episodes stepped together.
+  config.eval_episodes = 10  # per seed; 0 turns evaluation off
+  config.eval_every = 10  # epochs (and always after the last)
+  config.eval_mode = "deterministic"  # tanh(mean) (paper) | best_of_q (released code)
+
+  config.checkpoint_every = 10  # epochs; also after each start-up phase and at the end
 
   config.wandb = ml_collections.ConfigDict()
-  config.wandb.mode = "disabled"  # online | offline | disabled
+  config.wandb.mode = "auto"  # online | offline | disabled | auto: online if logged in, else disabled
+  config.wandb.project = "bracplus-jax"
+  config.wandb.entity = ""  # your W&B team or user; '' = W&B's default
+  config.wandb.group = ""  # '' = the task's name, so a task's seeds and runs sit together
+  config.wandb.name = ""  # '' = <name>-seeds<first>-<last>
+  config.wandb.run_id = ""  # set to continue a W&B run when resuming
   return config
 
 
@@ -114,4 +126,40 @@ def use_released_code_choices(config: ml_collections.ConfigDict) -> ml_collectio
   algo.td_backup = "max"
   algo.tau = 1e-3
   algo.behavior_steps_during_rl = True
+  return config
+
+
+# Per-task settings of the released code (PAPER.md): the margin added to the initial
+# policy's KL to make eps_KL, and the gradient penalty's target OOD gradient norm.
+KL_MARGINS = {"random": 3.0, "medium": None, "medium_expert": 0.2, "mixed": 3.0}
+MEDIUM_KL_MARGINS = {"hopper": 0.2, "walker2d": 1.0, "halfcheetah": 7.0}
+GYMNASIUM_IDS = {"hopper": "Hopper-v5", "walker2d": "Walker2d-v5", "halfcheetah": "HalfCheetah-v5"}
+D4RL_KINDS = {"random": "random", "medium": "medium", "medium_expert": "medium-expert",
+              "mixed": "medium-replay"}
+
+
+def gym_task(env: str, kind: str) -> ml_collections.ConfigDict:
+  """A D4RL locomotion task, e.g. gym_task("hopper", "mixed") = d4rl:hopper-medium-replay-v2."""
+  config = get_config()
+  config.name = f"{env}_{kind}"
+  config.dataset = f"d4rl:{env}-{D4RL_KINDS[kind]}-v2"
+  config.env = GYMNASIUM_IDS[env]
+  margin = KL_MARGINS[kind]
+  config.algo.kl_margin = MEDIUM_KL_MARGINS[env] if margin is None else margin
+  config.algo.gp_max_ood_grad_norm = 0.1 if env == "halfcheetah" else 0.01
+  return config
+
+
+def adroit_task(env: str) -> ml_collections.ConfigDict:
+  """An Adroit human-demonstration task: MMD regularisation, as the paper uses for Adroit."""
+  config = get_config()
+  config.name = f"{env}_human"
+  config.dataset = f"d4rl:{env}-human-v1"
+  config.env = f"AdroitHand{env.capitalize()}-v1"  # needs gymnasium-robotics
+  config.algo.divergence = "mmd"
+  config.algo.mmd_sigma = 120.0
+  config.algo.kl_margin = 0.001
+  config.algo.policy_lr = 5e-8
+  config.algo.gp_weighting = "hard"
+  config.algo.gp_max_ood_grad_norm = 0.005
   return config

@@ -199,15 +199,15 @@ def one_step_config(regularised: bool):
   return config
 
 
-def deterministic_actions(result, observations):
+def deterministic_actions(state, observations):
   policy = learner.BRACPlus(one_step_config(True).algo, 1, 1).policy
-  means, _ = jax.vmap(policy.apply, in_axes=(0, None))(result.state.policy.params, observations)
+  means, _ = jax.vmap(policy.apply, in_axes=(0, None))(state.policy.params, observations)
   return np.tanh(np.asarray(means))[..., 0]  # [seeds, states]
 
 
 def test_brac_plus_moves_towards_the_best_action_and_stays_inside_the_support(one_step_dataset):
-  result = train.train(one_step_config(regularised=True), one_step_dataset, progress=False)
-  actions = deterministic_actions(result, one_step_dataset.transitions.observations[:256])
+  state = train.train(one_step_config(regularised=True), one_step_dataset, progress=False)
+  actions = deterministic_actions(state, one_step_dataset.transitions.observations[:256])
   # The behaviour policy's mean action is 0; every seed goes to the support's upper edge
   # and stays inside it.
   assert np.all(np.median(actions, axis=1) > SUPPORT - 0.15), np.median(actions, axis=1)
@@ -215,6 +215,6 @@ def test_brac_plus_moves_towards_the_best_action_and_stays_inside_the_support(on
 
 
 def test_without_regularisation_the_policy_leaves_the_support(one_step_dataset):
-  result = train.train(one_step_config(regularised=False), one_step_dataset, progress=False)
-  actions = deterministic_actions(result, one_step_dataset.transitions.observations[:256])
+  state = train.train(one_step_config(regularised=False), one_step_dataset, progress=False)
+  actions = deterministic_actions(state, one_step_dataset.transitions.observations[:256])
   assert np.all(np.median(actions, axis=1) > SUPPORT + 0.25), np.median(actions, axis=1)

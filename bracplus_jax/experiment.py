@@ -1,0 +1,233 @@
+"""A training run as users start it: checks, run directory, training, evaluation, logs, checkpoints.
+
+Everything that can be wrong with the input is checked before anything
+compiles. A run directory is never overwritten: a new run that names an
+existing one gets a fresh name, and `resume` continues a stopped run from its
+last checkpoint, with the same result an uninterrupted run would have had.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Optional
+
+import jax
+import ml_collections
+import numpy as np
+
+from bracplus_jax import checkpoints, data, evaluation, run_log, train
+from bracplus_jax import config as config_lib
+from bracplus_jax.errors import InputError
+
+
+class RunError(RuntimeError):
+  """A run stopped for a reason found while training (a NaN loss, say); one line to the user."""
+
+
+def check_environment(env_id: str) -> None:
+  import gymnasium as gym
+  try:
+    gym.make(env_id).close()
+  except gym.error.Error as error:
+    hint = (" (Adroit tasks need `pip install gymnasium-robotics`)"
+            if env_id.startswith("AdroitHand") else "")
+    raise InputError(f"config.env = {env_id!r} is unknown to gymnasium{hint}: {error}") from error
+
+
+def run_directory(workdir: str, resume: bool) -> str:
+  """The folder this run writes to: `workdir`, or a fresh sibling if that one is taken."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  if resume:
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+      raise InputError(f"--resume: {workdir} holds no run to resume (no config.json)")
+    return workdir
+  candidate, number = workdir, 1
+  while os.path.exists(candidate) and os.listdir(candidate):
+    number += 1
+    candidate = f"{workdir}-{number}"
+  try:
+    os.makedirs(candidate, exist_ok=True)
+    probe = os.path.join(candidate, ".write-test")
+    open(probe, "w").close()
+    os.remove(probe)
+  except OSError as error:
+    raise InputError(f"--workdir: cannot write to {candidate} ({error.strerror})") from error
+  return candidate
+
+
+def make_dataset_if_missing(config: ml_collections.ConfigDict) -> None:
+  """Collects the config's dataset with the collector when its file does not exist yet."""
+  recipe = config.make_dataset.recipe
+  kind, _, path = config.dataset.partition(":")
+  if not recipe or kind != "hdf5" or os.path.exists(os.path.expanduser(path)):
+    return
+  from bracplus_jax import collect  # the collector's own command-line flags load with it
+  print(f"{path} does not exist yet: collecting it ({recipe}, {config.make_dataset.steps} steps "
+        f"in {config.env}); later runs reuse it")
+  collect.collect(config.env, recipe, config.make_dataset.steps, os.path.expanduser(path),
+                  seed=config.make_dataset.seed)
+
+
+def _non_finite(metrics: dict[str, np.ndarray]) -> Optional[tuple[str, int, float]]:
+  for name, values in metrics.items():
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+      return name, int(bad[0]), float(values[bad[0]])
+  return None
+
+
+def _table(rows: list[list[str]]) -> str:
+  widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+  return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows)
+
+
+class Experiment:
+  """One run directory's worth of training, evaluation, logging and checkpoints."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str, resume: bool = False,
+               progress: bool = True):
+    self.run_dir = run_directory(workdir, resume)
+    if resume:  # a resumed run goes on with the config it started with
+      with open(os.path.join(self.run_dir, "config.json")) as file:
+        config = ml_collections.ConfigDict(json.load(file))
+    config_lib.validate(config)
+    check_environment(config.env)
+    self.config = config
+    self.progress = progress
+    self.resume = resume
+    make_dataset_if_missing(config)
+    self.dataset = data.load_dataset(config.dataset, scale_rewards=config.scale_rewards,
+                                     clip_actions=config.clip_actions, env_id=config.env,
+                                     progress=progress)
+    self.checkpointer = checkpoints.Checkpointer(os.path.join(self.run_dir, "checkpoints"))
+    if resume and self.checkpointer.latest() is None:
+      raise InputError(f"--resume: {self.run_dir} has no checkpoint yet; start it again instead")
+    if not resume:
+      with open(os.path.join(self.run_dir, "config.json"), "w") as file:
+        json.dump(config.to_dict(), file, indent=2, default=list)
+    self.trainer = train.Trainer(config, self.dataset, progress)
+    self.log = run_log.RunLog(self.run_dir, config, config.name, resume)
+    self.phase_seconds: dict[str, float] = {}
+    self.gradient_steps = 0
+    self.last_evaluation: Optional[dict[str, np.ndarray]] = None
+
+  # -------------------------------------------------------------------------
+
+  def evaluate(self, state, epoch: int) -> dict[str, np.ndarray]:
+    """Returns and normalised scores of every seed's policy: [seeds] each, means over episodes."""
+    config, algorithm = self.config, self.trainer.algorithm
+    began = time.perf_counter()
+    returns = evaluation.evaluate(
+        algorithm.policy, state.policy.params, config.env, config.eval_episodes,
+        seed=config.seed * 100_003 + epoch, mode=config.eval_mode,
+        critic=algorithm.critic, critic_params=state.critic.params)
+    self.phase_seconds["evaluation"] = self.phase_seconds.get("evaluation", 0.0) + (
+        time.perf_counter() - began)
+    result = {"return": returns.mean(axis=1), "return_episode_std": returns.std(axis=1)}
+    normalized = self.dataset.normalized_score(returns)
+    if normalized is not None:
+      result["normalized_score"] = normalized.mean(axis=1)
+    return result
+
+  def _after_unit(self, unit: int, state, keys, result: train.UnitResult, seconds: float) -> None:
+    config = self.config
+    phase = "rl" if result.name == "epoch" else train.STAGE_PHASE[result.name]
+    self.phase_seconds[phase] = self.phase_seconds.get(phase, 0.0) + seconds
+    self.gradient_steps += result.gradient_steps
+    bad = _non_finite(result.metrics)
+    if bad is not None:
+      name, seed_index, value = bad
+      where = f"epoch {result.epoch}" if result.epoch else f"the {result.name} phase"
+      latest = self.checkpointer.latest()
+      kept = (f"the last good checkpoint ({latest}) is kept in {self.checkpointer.directory}"
+              if latest is not None else "no checkpoint had been written yet")
+      raise RunError(f"metric '{name}' became {value} for seed {config.seed + seed_index} in "
+                     f"{where}; the run stopped and {kept}")
+    if result.metrics:
+      self.log.log(result.name, self.gradient_steps, result.metrics, result.epoch)
+    last_unit = unit == self.trainer.num_units - 1
+    if result.epoch is not None and config.eval_episodes and (
+        result.epoch % config.eval_every == 0 or last_unit):
+      self.last_evaluation = self.evaluate(state, result.epoch)
+      self.log.log("eval", self.gradient_steps, self.last_evaluation, result.epoch)
+      if self.progress:
+        print(self._evaluation_line(result.epoch, self.last_evaluation), flush=True)
+    if result.epoch is None or result.epoch % config.checkpoint_every == 0 or last_unit:
+      self.checkpointer.save(unit + 1, state, keys, {
+          "completed_units": unit + 1, "gradient_steps": self.gradient_steps,
+          "phase_seconds": self.phase_seconds})
+
+  def _evaluation_line(self, epoch: int, evaluation_result: dict[str, np.ndarray]) -> str:
+    line = (f"epoch {epoch}: return {evaluation_result['return'].mean():.1f} "
+            f"+- {evaluation_result['return'].std():.1f}")
+    if "normalized_score" in evaluation_result:
+      line += (f", normalised score {evaluation_result['normalized_score'].mean():.1f} "
+               f"+- {evaluation_result['normalized_score'].std():.1f}")
+    return line + f" over {self.config.num_seeds} seed(s)"
+
+  def run(self) -> dict[str, Any]:
+    """Trains (or goes on training) to the end; writes and returns the summary."""
+    start = None
+    latest = self.checkpointer.latest()
+    if self.resume and latest is not None:
+      state_template, keys_template = self.trainer.template(latest)
+      state, keys, progress = self.checkpointer.restore(latest, state_template, keys_template)
+      self.gradient_steps = progress["gradient_steps"]
+      self.phase_seconds = dict(progress["phase_seconds"])
+      start = (progress["completed_units"], state, keys)
+      print(f"resuming {self.run_dir} after unit {latest} of {self.trainer.num_units}")
+    try:
+      state, _ = self.trainer.run(self._after_unit, start)
+    finally:
+      self.checkpointer.close()
+    if self.config.eval_episodes and self.last_evaluation is None:
+      self.last_evaluation = self.evaluate(state, self.config.epochs)
+    summary = self.summary()
+    with open(os.path.join(self.run_dir, "summary.json"), "w") as file:
+      json.dump(summary, file, indent=2)
+    self.log.finish({"final_return_mean": summary.get("return_mean", math.nan),
+                     "final_normalized_score_mean": summary.get("normalized_score_mean", math.nan)})
+    return summary
+
+  def summary(self) -> dict[str, Any]:
+    config = self.config
+    summary: dict[str, Any] = {
+        "name": config.name, "dataset": config.dataset, "env": config.env,
+        "seeds": [config.seed + i for i in range(config.num_seeds)],
+        "gradient_steps_per_seed": self.gradient_steps,
+        "phase_seconds": {k: round(v, 2) for k, v in self.phase_seconds.items()},
+        "run_dir": self.run_dir,
+    }
+    if self.last_evaluation is not None:
+      for name, values in self.last_evaluation.items():
+        summary[name] = [float(v) for v in values]
+        if name != "return_episode_std":
+          summary[f"{name}_mean"] = float(np.mean(values))
+          summary[f"{name}_std"] = float(np.std(values))
+    return summary
+
+  def table(self, summary: dict[str, Any]) -> str:
+    has_score = "normalized_score" in summary
+    rows = [["seed", "return"] + (["normalised score"] if has_score else [])]
+    for i, seed in enumerate(summary["seeds"]):
+      rows.append([str(seed), f"{summary['return'][i]:.1f}"]
+                  + ([f"{summary['normalized_score'][i]:.1f}"] if has_score else []))
+    rows.append(["mean +- std", f"{summary['return_mean']:.1f} +- {summary['return_std']:.1f}"]
+                + ([f"{summary['normalized_score_mean']:.1f} +- {summary['normalized_score_std']:.1f}"]
+                   if has_score else []))
+    return _table(rows)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False,
+        progress: bool = True) -> dict[str, Any]:
+  experiment = Experiment(config, workdir, resume, progress)
+  print(f"run directory: {experiment.run_dir}")
+  summary = experiment.run()
+  if "return" in summary:
+    print(experiment.table(summary))
+  print(f"summary: {os.path.join(experiment.run_dir, 'summary.json')}")
+  return summary

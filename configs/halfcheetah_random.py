@@ -1,0 +1,7 @@
+"""halfcheetah random (D4RL: halfcheetah-random-v2), evaluated in gymnasium's MuJoCo v5 task."""
+
+from configs import base
+
+
+def get_config():
+  return base.gym_task("halfcheetah", "random")

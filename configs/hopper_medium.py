@@ -1,0 +1,7 @@
+"""hopper medium (D4RL: hopper-medium-v2), evaluated in gymnasium's MuJoCo v5 task."""
+
+from configs import base
+
+
+def get_config():
+  return base.gym_task("hopper", "medium")

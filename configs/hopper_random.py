@@ -1,0 +1,7 @@
+"""hopper random (D4RL: hopper-random-v2), evaluated in gymnasium's MuJoCo v5 task."""
+
+from configs import base
+
+
+def get_config():
+  return base.gym_task("hopper", "random")

@@ -1,0 +1,7 @@
+"""Adroit pen from human demonstrations (D4RL: pen-human-v1), with MMD as the paper uses."""
+
+from configs import base
+
+
+def get_config():
+  return base.adroit_task("pen")

@@ -1,0 +1,7 @@
+"""Adroit relocate from human demonstrations (D4RL: relocate-human-v1), with MMD as the paper uses."""
+
+from configs import base
+
+
+def get_config():
+  return base.adroit_task("relocate")

@@ -1,0 +1,7 @@
+"""walker2d medium (D4RL: walker2d-medium-v2), evaluated in gymnasium's MuJoCo v5 task."""
+
+from configs import base
+
+
+def get_config():
+  return base.gym_task("walker2d", "medium")

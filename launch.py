@@ -1,0 +1,47 @@
+"""Trains BRAC+ from a config file: python launch.py --config=configs/hopper_mixed.py [--workdir=DIR]
+
+Any config field can be set on the command line, e.g. --config.num_seeds=4
+--config.dataset=hdf5:/data/hopper.hdf5 --config.algo.divergence=mmd.
+`--resume --workdir=DIR` continues a stopped run from its last checkpoint.
+"""
+
+import os
+import sys
+import time
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from bracplus_jax.cli import exits_cleanly_on_input_errors
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A config file with get_config(), e.g. configs/hopper_mixed.py.",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "The run directory (default runs/<name>-<time>); an existing one is never "
+    "overwritten: the run gets a fresh name instead.")
+_RESUME = flags.DEFINE_bool("resume", False, "Continue the stopped run in --workdir.")
+
+
+@exits_cleanly_on_input_errors
+def main(argv):
+  from bracplus_jax import experiment
+  from bracplus_jax.errors import InputError
+  if len(argv) > 1:
+    raise InputError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+  if _RESUME.value and not _WORKDIR.value:
+    raise InputError("--resume needs --workdir=<the run directory to continue>")
+  config = _CONFIG.value
+  if config is None and not _RESUME.value:
+    raise InputError("--config: missing; expected a config file such as configs/hopper_mixed.py")
+  workdir = _WORKDIR.value or os.path.join("runs", f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+  try:
+    experiment.run(config, workdir, resume=_RESUME.value)
+  except experiment.RunError as error:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # configs import configs.base
+  app.run(main)
