@@ -58,7 +58,7 @@ class SACConfig:
   batch_size: int = 256
   initial_temperature: float = 1.0
   start_steps: int = 5_000  # uniform random actions and no updates before this many steps
-  chunk_steps: int = 1_000  # steps collected, then as many updates in one compiled call
+  chunk_steps: int = 100  # steps collected, then as many updates in one compiled call
   eval_every: int = 5_000
   eval_episodes: int = 5
   num_envs: int = 1

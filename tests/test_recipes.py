@@ -193,7 +193,7 @@ def test_random_recipe_from_the_command_line_with_a_given_expert_return(tmp_path
     (["--recipe=policy:/no/such.msgpack"], "no such checkpoint"),
     (["--recipe=medium", "--medium_fraction=1.5"], "--medium_fraction"),
     (["--recipe=expert", "--sac_hidden=a,b"], "--sac_hidden"),
-    (["--recipe=expert", "--sac_steps=1500"], "multiple of chunk_steps"),
+    (["--recipe=expert", "--sac_steps=1550"], "multiple of chunk_steps"),
     (["--recipe=random", "--policy=random"], "--policy"),
 ])
 def test_bad_recipe_flags_get_one_line(tmp_path, args, fragment):
