@@ -31,7 +31,7 @@ def main(argv):
     raise InputError(f"unexpected arguments {argv[1:]}; every option is a --flag")
   if _RESUME.value and not _WORKDIR.value:
     raise InputError("--resume needs --workdir=<the run directory to continue>")
-  config = _CONFIG.value
+  config = load_config()
   if config is None and not _RESUME.value:
     raise InputError("--config: missing; expected a config file such as configs/hopper_mixed.py")
   workdir = _WORKDIR.value or os.path.join("runs", f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -42,6 +42,49 @@ def main(argv):
     sys.exit(1)
 
 
+def load_config():
+  """The config with its command-line overrides applied (None when --config is not given)."""
+  if not flags.FLAGS["config"].present:
+    return None
+  config = _CONFIG.value
+  config.to_dict()  # overrides may be applied lazily: apply them now, while errors are clear
+  return config
+
+
+def _config_path(argv) -> str:
+  for index, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1].split(":")[0]
+    if arg == "--config" and index + 1 < len(argv):
+      return argv[index + 1].split(":")[0]
+  return "the config file"
+
+
+def parse_flags(argv):
+  """absl's parser, with a bad flag, config file or config field reported as one line."""
+  path = _config_path(argv)
+  try:
+    if path != "the config file" and not os.path.isfile(path):
+      raise flags.Error(f"--config: {path} does not exist; expected a config file such as "
+                        "configs/hopper_mixed.py")
+    parsed = flags.FLAGS(argv)
+    load_config()
+    return parsed
+  except flags.Error as error:
+    message = str(error).strip().splitlines()[0]
+  except AttributeError as error:
+    detail = str(error).strip().splitlines()[-1]
+    if "get_config" in detail:
+      message = f"--config: {path} defines no get_config()"
+    else:
+      field = detail.strip("\"' ")
+      message = f"--config: {path} has no field '{field}'; every field is in configs/base.py"
+  except (OSError, KeyError, ValueError, TypeError, SyntaxError) as error:
+    message = f"--config: cannot load {path} ({str(error).strip().splitlines()[-1]})"
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
 if __name__ == "__main__":
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # configs import configs.base
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -515,37 +515,42 @@ def make_family(env_id: str, out_dir: str, options: RecipeOptions = RecipeOption
   return paths
 
 
-_ENV = flags.DEFINE_string("env", "Hopper-v5", "A gymnasium MuJoCo environment id.")
-_RECIPE = flags.DEFINE_string(
-    "recipe", None, f"A D4RL recipe: {', '.join(RECIPES)}, policy:<checkpoint> or all (every recipe, "
-    "--out a folder). Without it, --policy is rolled out.")
-_POLICY = flags.DEFINE_string("policy", "random", f"Without --recipe, the behaviour policy: {', '.join(POLICIES)}.")
-_STEPS = flags.DEFINE_integer("steps", 100_000, "Environment steps to record (per rollout recipe).")
-_OUT = flags.DEFINE_string("out", None, "The HDF5 file to write (must not exist yet); with --recipe=all, a folder.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the environment, the policy and the SAC run.")
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Where the SAC run (checkpoints, replay buffer, run.json) lives; default: --out's folder "
-    "(--out itself with --recipe=all).")
-_MEDIUM_FRACTION = flags.DEFINE_float(
-    "medium_fraction", RecipeOptions.medium_fraction,
-    "The medium policy's return, as a fraction of the way from the random policy's to the expert's.")
-_EXPERT_RETURN = flags.DEFINE_float(
-    "expert_return", None, "Take this as the expert's return (ref_max_score, medium threshold) instead of "
-    "measuring the SAC expert.")
-_REFERENCE_EPISODES = flags.DEFINE_integer(
-    "reference_episodes", RecipeOptions.reference_episodes,
-    "Episodes averaged for the random and the expert policy's reference returns.")
-_SAC_STEPS = flags.DEFINE_integer("sac_steps", DEFAULT_SAC.total_steps, "SAC training steps (the expert's budget).")
-_SAC_HIDDEN = flags.DEFINE_string(
-    "sac_hidden", ",".join(map(str, DEFAULT_SAC.hidden_dims)), "SAC hidden layer widths, comma-separated.")
-_SAC_START_STEPS = flags.DEFINE_integer(
-    "sac_start_steps", DEFAULT_SAC.start_steps, "SAC steps of uniform random actions before updates start.")
-_SAC_EVAL_EVERY = flags.DEFINE_integer(
-    "sac_eval_every", DEFAULT_SAC.eval_every, "SAC steps between evaluations (each saves a checkpoint).")
-_SAC_EVAL_EPISODES = flags.DEFINE_integer(
-    "sac_eval_episodes", DEFAULT_SAC.eval_episodes, "Episodes per SAC evaluation.")
-_SAC_CHUNK_STEPS = flags.DEFINE_integer(
-    "sac_chunk_steps", DEFAULT_SAC.chunk_steps, "SAC steps collected, then as many updates in one compiled call.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """The command's flags; defined only when it runs, so importing the module defines none."""
+  flags.DEFINE_string("env", "Hopper-v5", "A gymnasium MuJoCo environment id.")
+  flags.DEFINE_string(
+      "recipe", None, f"A D4RL recipe: {', '.join(RECIPES)}, policy:<checkpoint> or all (every recipe, "
+      "--out a folder). Without it, --policy is rolled out.")
+  flags.DEFINE_string("policy", "random", f"Without --recipe, the behaviour policy: {', '.join(POLICIES)}.")
+  flags.DEFINE_integer("steps", 100_000, "Environment steps to record (per rollout recipe).")
+  flags.DEFINE_string("out", None, "The HDF5 file to write (must not exist yet); with --recipe=all, a folder.")
+  flags.DEFINE_integer("seed", 0, "Seed of the environment, the policy and the SAC run.")
+  flags.DEFINE_string(
+      "workdir", None, "Where the SAC run (checkpoints, replay buffer, run.json) lives; default: --out's folder "
+      "(--out itself with --recipe=all).")
+  flags.DEFINE_float(
+      "medium_fraction", RecipeOptions.medium_fraction,
+      "The medium policy's return, as a fraction of the way from the random policy's to the expert's.")
+  flags.DEFINE_float(
+      "expert_return", None, "Take this as the expert's return (ref_max_score, medium threshold) instead of "
+      "measuring the SAC expert.")
+  flags.DEFINE_integer(
+      "reference_episodes", RecipeOptions.reference_episodes,
+      "Episodes averaged for the random and the expert policy's reference returns.")
+  flags.DEFINE_integer("sac_steps", DEFAULT_SAC.total_steps, "SAC training steps (the expert's budget).")
+  flags.DEFINE_string(
+      "sac_hidden", ",".join(map(str, DEFAULT_SAC.hidden_dims)), "SAC hidden layer widths, comma-separated.")
+  flags.DEFINE_integer(
+      "sac_start_steps", DEFAULT_SAC.start_steps, "SAC steps of uniform random actions before updates start.")
+  flags.DEFINE_integer(
+      "sac_eval_every", DEFAULT_SAC.eval_every, "SAC steps between evaluations (each saves a checkpoint).")
+  flags.DEFINE_integer(
+      "sac_eval_episodes", DEFAULT_SAC.eval_episodes, "Episodes per SAC evaluation.")
+  flags.DEFINE_integer(
+      "sac_chunk_steps", DEFAULT_SAC.chunk_steps, "SAC steps collected, then as many updates in one compiled call.")
 
 
 def parse_widths(text: str) -> tuple[int, ...]:
@@ -560,15 +565,15 @@ def parse_widths(text: str) -> tuple[int, ...]:
 
 def options_from_flags() -> RecipeOptions:
   return RecipeOptions(
-      steps=_STEPS.value,
-      seed=_SEED.value,
+      steps=FLAGS.steps,
+      seed=FLAGS.seed,
       sac=dataclasses.replace(
-          DEFAULT_SAC, total_steps=_SAC_STEPS.value, hidden_dims=parse_widths(_SAC_HIDDEN.value),
-          start_steps=_SAC_START_STEPS.value, eval_every=_SAC_EVAL_EVERY.value,
-          eval_episodes=_SAC_EVAL_EPISODES.value, chunk_steps=_SAC_CHUNK_STEPS.value),
-      medium_fraction=_MEDIUM_FRACTION.value,
-      expert_return=_EXPERT_RETURN.value,
-      reference_episodes=_REFERENCE_EPISODES.value,
+          DEFAULT_SAC, total_steps=FLAGS.sac_steps, hidden_dims=parse_widths(FLAGS.sac_hidden),
+          start_steps=FLAGS.sac_start_steps, eval_every=FLAGS.sac_eval_every,
+          eval_episodes=FLAGS.sac_eval_episodes, chunk_steps=FLAGS.sac_chunk_steps),
+      medium_fraction=FLAGS.medium_fraction,
+      expert_return=FLAGS.expert_return,
+      reference_episodes=FLAGS.reference_episodes,
   )
 
 
@@ -576,28 +581,29 @@ def options_from_flags() -> RecipeOptions:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise InputError(f"unexpected arguments {argv[1:]}; every option is a --flag")
-  if not _OUT.value:
+  if not FLAGS.out:
     raise InputError("--out: missing; expected the path of the HDF5 file to write")
-  if _RECIPE.value is None:
-    arrays = collect(_ENV.value, _POLICY.value, _STEPS.value, _OUT.value, _SEED.value)
+  if FLAGS.recipe is None:
+    arrays = collect(FLAGS.env, FLAGS.policy, FLAGS.steps, FLAGS.out, FLAGS.seed)
     episodes = int((arrays["terminals"] | arrays["timeouts"]).sum())
-    print(f"wrote {_OUT.value}: {len(arrays['rewards'])} steps, {episodes} episodes; "
-          f"inspect it with: python -m bracplus_jax.data hdf5:{_OUT.value}")
+    print(f"wrote {FLAGS.out}: {len(arrays['rewards'])} steps, {episodes} episodes; "
+          f"inspect it with: python -m bracplus_jax.data hdf5:{FLAGS.out}")
     return
-  if _POLICY.present:
+  if FLAGS["policy"].present:
     raise InputError("--policy: give either --policy (a plain rollout) or --recipe, not both")
-  check_recipe(_RECIPE.value)
+  check_recipe(FLAGS.recipe)
   options = options_from_flags()
-  if _RECIPE.value == "all":
-    make_family(_ENV.value, _OUT.value, options, _WORKDIR.value, report=print)
-    print(f"inspect a file with: python -m bracplus_jax.data hdf5:{_OUT.value}/"
-          f"{family_file_name(_ENV.value, 'medium')}")
+  if FLAGS.recipe == "all":
+    make_family(FLAGS.env, FLAGS.out, options, FLAGS.workdir, report=print)
+    print(f"inspect a file with: python -m bracplus_jax.data hdf5:{FLAGS.out}/"
+          f"{family_file_name(FLAGS.env, 'medium')}")
     return
-  arrays = make_recipe(_ENV.value, _RECIPE.value, _OUT.value, options, _WORKDIR.value)
+  arrays = make_recipe(FLAGS.env, FLAGS.recipe, FLAGS.out, options, FLAGS.workdir)
   episodes = int((arrays["terminals"] | arrays["timeouts"]).sum())
-  print(f"wrote {_OUT.value}: {len(arrays['rewards'])} steps, {episodes} episodes; "
-        f"inspect it with: python -m bracplus_jax.data hdf5:{_OUT.value}")
+  print(f"wrote {FLAGS.out}: {len(arrays['rewards'])} steps, {episodes} episodes; "
+        f"inspect it with: python -m bracplus_jax.data hdf5:{FLAGS.out}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
