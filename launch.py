@@ -21,6 +21,10 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "The run directory (default runs/<name>-<time>); an existing one is never "
     "overwritten: the run gets a fresh name instead.")
 _RESUME = flags.DEFINE_bool("resume", False, "Continue the stopped run in --workdir.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() first: one process per host, "
+    "coordinator and process ids from the cluster's environment (SLURM, TPU pods, or the "
+    "JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID variables).")
 
 
 @exits_cleanly_on_input_errors
@@ -31,6 +35,9 @@ def main(argv):
     raise InputError(f"unexpected arguments {argv[1:]}; every option is a --flag")
   if _RESUME.value and not _WORKDIR.value:
     raise InputError("--resume needs --workdir=<the run directory to continue>")
+  if _DISTRIBUTED.value:
+    import jax
+    jax.distributed.initialize()
   config = load_config()
   if config is None and not _RESUME.value:
     raise InputError("--config: missing; expected a config file such as configs/hopper_mixed.py")
