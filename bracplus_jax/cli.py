@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+
+from absl import logging as absl_logging
 from typing import Callable
 
 from bracplus_jax.errors import InputError
@@ -15,8 +17,10 @@ def exits_cleanly_on_input_errors(main: Callable[..., None]) -> Callable[..., No
 
   @functools.wraps(main)
   def wrapped(*args, **kwargs):
-    # JAX logs its search for accelerators at INFO, which absl would print.
+    # JAX's search for accelerators and orbax's every save log at INFO, which absl would
+    # print; the commands' own output says what matters.
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.WARNING)
     try:
       return main(*args, **kwargs)
     except InputError as error:

@@ -66,6 +66,23 @@ def seed_sharding(num_seeds: int) -> Optional[NamedSharding]:
   return NamedSharding(Mesh(np.array(devices), ("seeds",)), PartitionSpec("seeds"))
 
 
+def state_template(algorithm: learner.BRACPlus, config: ml_collections.ConfigDict,
+                   completed_units: int, sharding: Optional[NamedSharding] = None):
+  """Shapes, dtypes and shardings of (state, keys) after `completed_units`, computing nothing."""
+
+  def initial():
+    keys, init_keys = _split(seed_keys(config.seed, config.num_seeds))
+    return jax.vmap(algorithm.init)(init_keys), keys
+
+  state, keys = jax.eval_shape(initial)
+  if completed_units > STAGES.index("start_rl"):
+    state = jax.eval_shape(jax.vmap(algorithm.start_rl), state)
+  if sharding is not None:
+    state, keys = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), (state, keys))
+  return state, keys
+
+
 @dataclasses.dataclass
 class UnitResult:
   name: str  # a stage name, or "epoch"
@@ -115,13 +132,7 @@ class Trainer:
 
   def template(self, completed_units: int):
     """A (state, keys) of the structure a checkpoint after `completed_units` holds."""
-    state, keys = jax.eval_shape(self.initial)
-    if completed_units > STAGES.index("start_rl"):
-      state = jax.eval_shape(self._start_rl, state)
-    if self.sharding is not None:
-      state, keys = jax.tree.map(
-          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.sharding), (state, keys))
-    return state, keys
+    return state_template(self.algorithm, self.config, completed_units, self.sharding)
 
   def _scan(self, name: str, num_steps: int):
     if (name, num_steps) not in self._scans:

@@ -151,3 +151,14 @@ def test_actions_outside_the_box_can_be_clipped_with_a_warning(d4rl_file):
   with pytest.warns(UserWarning, match="1 actions lie outside"):
     dataset = data.load_dataset(f"hdf5:{path}", clip_actions=True, progress=False)
   assert float(np.asarray(dataset.transitions.actions).max()) <= 1.0
+
+
+def test_reference_returns_without_loading_the_rows(d4rl_file):
+  rows = episodes_dataset([3, 3], ["terminal", "terminal"])
+  own = d4rl_file("own.hdf5", metadata={"ref_min_score": 1.0, "ref_max_score": 2.0}, **rows)
+  hopper = d4rl_file("hopper.hdf5", metadata={"env_id": "Hopper-v5"}, **rows)
+  bare = d4rl_file("bare.hdf5", **rows)
+  assert data.reference_returns(f"hdf5:{own}", None) == (1.0, 2.0, "dataset")
+  assert data.reference_returns(f"hdf5:{hopper}", None)[:2] == (-20.272305, 3234.3)
+  assert data.reference_returns(f"hdf5:{bare}", None) is None
+  assert data.reference_returns("d4rl:walker2d-medium-v2", None)[:2] == (1.629008, 4592.3)

@@ -69,6 +69,16 @@ def test_launch_trains_four_seeds_and_writes_their_results(hopper_file, tmp_path
   config = json.loads((tmp_path / "run" / "config.json").read_text())
   assert config["num_seeds"] == 4 and config["name"] == "hopper_mixed"
 
+  # The saved policies evaluate again from the run directory: same episodes, same returns.
+  again = subprocess.run([sys.executable, "-m", "bracplus_jax.evaluate", str(tmp_path / "run"),
+                          "--episodes=1", f"--seed={0 * 100_003 + 2}"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  lines = again.stdout.strip().splitlines()
+  assert len(lines) == 5 and lines[0].startswith("seed 0: return")
+  for index, line in enumerate(lines[:4]):
+    assert f"return {summary['return'][index]:.1f}" in line
+
 
 def test_an_existing_run_directory_is_never_overwritten(hopper_file, tmp_path):
   workdir = tmp_path / "run"

@@ -131,14 +131,33 @@ def check_env_dims(raw: RawDataset, env_id: str) -> None:
           f"{env_id} expects {tuple(env_shape or ())}")
 
 
-def _reference_returns(raw: RawDataset, env_id: Optional[str]):
+def _reference_returns(ref_min_score, ref_max_score, env_id: Optional[str]):
   """The dataset's own references, else D4RL's for its environment, else none."""
-  if raw.ref_min_score is not None and raw.ref_max_score is not None:
-    return (raw.ref_min_score, raw.ref_max_score), "dataset"
+  if ref_min_score is not None and ref_max_score is not None:
+    return (float(ref_min_score), float(ref_max_score)), "dataset"
   reference = scores.d4rl_reference_returns_for_env(env_id) if env_id else None
   if reference is not None:
     return reference, f"D4RL's references for {env_id.split('-v')[0]}"
   return None, "none"
+
+
+def reference_returns(spec: str, env_id: Optional[str]):
+  """(random, expert, where from) for a dataset spec without loading its rows, or None."""
+  kind, name = parse_spec(spec)
+  raw_min = raw_max = None
+  if kind == "hdf5":
+    metadata = hdf5_source.read_metadata(name)
+    raw_min, raw_max = metadata.get("ref_min_score"), metadata.get("ref_max_score")
+    env_id = env_id or metadata.get("env_id")
+  elif kind == "d4rl":
+    reference = d4rl_source.reference_returns(name)
+    if reference is not None:
+      return (*reference, f"D4RL's references for {name}")
+  else:
+    raw = read_raw(spec)
+    raw_min, raw_max, env_id = raw.ref_min_score, raw.ref_max_score, env_id or raw.env_id
+  reference, source = _reference_returns(raw_min, raw_max, env_id)
+  return None if reference is None else (*reference, source)
 
 
 def load_dataset(spec: str, *, scale_rewards: bool = True, clip_actions: bool = False,
@@ -158,7 +177,7 @@ def load_dataset(spec: str, *, scale_rewards: bool = True, clip_actions: bool = 
         f"{raw.source}: no transitions left once time-limit ends are dropped; "
         "expected at least one step that is not the last of a timed-out episode")
   env_id = env_id or raw.env_id
-  reference, reference_source = _reference_returns(raw, env_id)
+  reference, reference_source = _reference_returns(raw.ref_min_score, raw.ref_max_score, env_id)
   bounds = episode_bounds(raw)
   returns = np.array([raw.rewards[start:end].sum(dtype=np.float64) for start, end in bounds])
   return OfflineDataset(

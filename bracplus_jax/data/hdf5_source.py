@@ -39,6 +39,15 @@ def _first_line(error: Exception) -> str:
   return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
+def read_metadata(path: str) -> dict[str, Any]:
+  """The `metadata/` group of a D4RL-format file, without reading its rows."""
+  try:
+    with h5py.File(path, "r") as file:
+      return _read_group(file["metadata"]) if "metadata" in file else {}
+  except OSError as error:
+    raise InputError(f"{path}: cannot be read as an HDF5 file ({_first_line(error)})") from error
+
+
 def _read_open_file(file: h5py.File, path: str, max_episode_steps: Optional[int]) -> RawDataset:
   for key in REQUIRED_KEYS:
     if key not in file or not isinstance(file[key], h5py.Dataset):
