@@ -53,37 +53,33 @@ def _is_number(value: Any) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_widths(value: Any) -> bool:
+  return isinstance(value, (tuple, list)) and bool(value) and all(
+      _is_integer(width) and width >= 1 for width in value)
+
+
+# (fields, test, what is expected), checked in this order.
+RULES = (
+    (POSITIVE_INTEGERS, lambda v: _is_integer(v) and v >= 1, "an integer >= 1"),
+    (NON_NEGATIVE_INTEGERS, lambda v: _is_integer(v) and v >= 0, "an integer >= 0"),
+    (POSITIVE_NUMBERS, lambda v: _is_number(v) and v > 0, "a number > 0"),
+    (NON_NEGATIVE_NUMBERS, lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    (UNIT_INTERVAL, lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    (HIDDEN_DIMS, _is_widths, "a non-empty tuple of layer widths >= 1"),
+)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises InputError naming the first field whose value is not allowed."""
   for path, allowed in CHOICES.items():
     value = _get(config, path)
     if value not in allowed:
       raise InputError(f"config.{path} = {value!r}; expected one of {', '.join(allowed)}")
-  for path in POSITIVE_INTEGERS:
-    value = _get(config, path)
-    if not _is_integer(value) or value < 1:
-      raise InputError(f"config.{path} = {value!r}; expected an integer >= 1")
-  for path in NON_NEGATIVE_INTEGERS:
-    value = _get(config, path)
-    if not _is_integer(value) or value < 0:
-      raise InputError(f"config.{path} = {value!r}; expected an integer >= 0")
-  for path in POSITIVE_NUMBERS:
-    value = _get(config, path)
-    if not _is_number(value) or value <= 0:
-      raise InputError(f"config.{path} = {value!r}; expected a number > 0")
-  for path in NON_NEGATIVE_NUMBERS:
-    value = _get(config, path)
-    if not _is_number(value) or value < 0:
-      raise InputError(f"config.{path} = {value!r}; expected a number >= 0")
-  for path in UNIT_INTERVAL:
-    value = _get(config, path)
-    if not _is_number(value) or not 0 <= value <= 1:
-      raise InputError(f"config.{path} = {value!r}; expected a number in [0, 1]")
-  for path in HIDDEN_DIMS:
-    value = _get(config, path)
-    if not isinstance(value, (tuple, list)) or not value or not all(
-        _is_integer(width) and width >= 1 for width in value):
-      raise InputError(f"config.{path} = {value!r}; expected a non-empty tuple of layer widths >= 1")
+  for paths, is_allowed, expected in RULES:
+    for path in paths:
+      value = _get(config, path)
+      if not is_allowed(value):
+        raise InputError(f"config.{path} = {value!r}; expected {expected}")
   target_entropy = config.algo.target_entropy
   if target_entropy is not None and not _is_number(target_entropy):
     raise InputError(

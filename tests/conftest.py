@@ -8,6 +8,7 @@ os.environ.setdefault(
     "XLA_FLAGS", "--xla_llvm_disable_expensive_passes=true --xla_backend_optimization_level=0")
 
 import h5py  # noqa: E402
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -46,3 +47,12 @@ def d4rl_file(tmp_path):
   def make(name="data.hdf5", metadata=None, **arrays):
     return write_d4rl_file(tmp_path / name, metadata=metadata, **arrays)
   return make
+
+
+@pytest.fixture
+def float64():
+  """Double precision for finite-difference checks, restored afterwards."""
+  previous = jax.config.read("jax_enable_x64")
+  jax.config.update("jax_enable_x64", True)
+  yield
+  jax.config.update("jax_enable_x64", previous)

@@ -9,14 +9,6 @@ from scipy import stats
 from bracplus_jax import distributions
 
 
-@pytest.fixture
-def float64():
-  previous = jax.config.read("jax_enable_x64")
-  jax.config.update("jax_enable_x64", True)
-  yield
-  jax.config.update("jax_enable_x64", previous)
-
-
 def test_gaussian_log_prob_and_entropy_match_scipy():
   rng = np.random.default_rng(0)
   x, mean = rng.normal(size=(2, 5, 3))

@@ -14,14 +14,6 @@ from bracplus_jax import losses, networks
 from bracplus_jax.data.transitions import Transitions
 
 
-@pytest.fixture
-def float64():
-  previous = jax.config.read("jax_enable_x64")
-  jax.config.update("jax_enable_x64", True)
-  yield
-  jax.config.update("jax_enable_x64", previous)
-
-
 def random_params(module, *inputs, seed=0, scale=0.5, dtype=None):
   """Parameters of the module's shapes drawn in numpy (no initialiser to compile)."""
   rng = np.random.default_rng(seed)
