@@ -25,13 +25,13 @@ def get_config():
                "alpha_hidden_dims"):
     config.algo[name] = (256, 256)
   config.batch_size = 256
-  config.behavior_steps = 5_000
-  config.policy_init_steps = 2_000
-  config.critic_init_steps = 2_000
-  config.epochs = 10
-  config.steps_per_epoch = 1_000
+  config.behavior_steps = 4_000
+  config.policy_init_steps = 1_500
+  config.critic_init_steps = 1_500
+  config.epochs = 8
+  config.steps_per_epoch = 500
   config.algo.policy_lr = 1e-4
-  config.eval_every = 5
+  config.eval_every = 4
   config.eval_episodes = 5
-  config.checkpoint_every = 5
+  config.checkpoint_every = 4
   return config
