@@ -145,13 +145,14 @@ class BRACPlus:
         sample_key, decode, observations, self.behavior.latent_dim, algo.mmd_samples)
     return losses.mmd_laplacian(jnp.swapaxes(pre_tanh, 0, 1), behavior_samples, algo.mmd_sigma)
 
-  def _policy_terms(self, behavior_params, observations, key):
+  def _policy_terms(self, behavior_params, observations, key, num_samples=None):
     """The policy's samples and D(s) as a function of its parameters, for one shared vjp."""
     sample_key, divergence_key = jax.random.split(key)
+    num_samples = num_samples or self.num_policy_samples
 
     def terms(policy_params):
       actions, pre_tanh, log_prob, mean, std = self._policy_samples(
-          policy_params, observations, sample_key, self.num_policy_samples)
+          policy_params, observations, sample_key, num_samples)
       divergence = self.divergence(behavior_params, observations, mean, std, pre_tanh, divergence_key)
       return actions, log_prob, divergence
 
@@ -199,8 +200,13 @@ class BRACPlus:
     return state.replace(behavior=_apply_gradients(state.behavior, gradients)), metrics
 
   def policy_init_step(self, state: BRACPlusState, batch: Transitions, key: jax.Array):
-    """Line 2: pi = argmin KL(pi || pi_b), with the entropy dual active (App. F)."""
-    terms = self._policy_terms(state.behavior.params, batch.observations, key)
+    """Line 2: pi = argmin KL(pi || pi_b), with the entropy dual active (App. F).
+
+    One policy sample per state, as the released code's behaviour cloning step
+    takes; the KL bound's samples only matter to the RL actor's estimate.
+    """
+    num_samples = 1 if self.algo.divergence == "kl" else None
+    terms = self._policy_terms(state.behavior.params, batch.observations, key, num_samples)
     (actions, log_prob, divergence), pullback = jax.vjp(terms, state.policy.params)
     beta = state.entropy.apply_fn(state.entropy.params)
     (log_prob_gradients, divergence_gradients), metrics = jax.grad(
@@ -246,8 +252,10 @@ class BRACPlus:
     targets = self._td_targets(state, batch, target_key)
     penalty = {}
     if algo.gp_weighting != "off":
+      # One a' ~ pi(.|s) per state estimates the penalty's expectation, as in the released
+      # code; more samples (kept for the KL estimate) would multiply its double backprop.
       penalty = dict(
-          policy_actions=jax.lax.stop_gradient(actions),
+          policy_actions=jax.lax.stop_gradient(actions[:1]),
           penalty_weights=losses.gradient_penalty_weights(
               fixed_divergence, state.gp_threshold, algo.gp_weighting),
           penalty_scale=state.gp_scale.apply_fn(state.gp_scale.params))
