@@ -322,10 +322,14 @@ def divergence_curves(key: jax.Array, behavior: GaussianMixture, grid_size: int 
 
 
 def local_minima(values: np.ndarray) -> np.ndarray:
-  """Indices of the interior points strictly below both neighbours."""
+  """Indices of the interior local minima; a flat bottom of equal values counts once.
+
+  A minimum that falls between two grid points can give them equal values, so a
+  point need only not exceed its left neighbour while staying below its right.
+  """
   values = np.asarray(values)
   inner = values[1:-1]
-  return np.flatnonzero((inner < values[:-2]) & (inner < values[2:])) + 1
+  return np.flatnonzero((inner <= values[:-2]) & (inner < values[2:])) + 1
 
 
 # ---------------------------------------------------------------------------
