@@ -80,14 +80,17 @@ def test_launch_trains_four_seeds_and_writes_their_results(hopper_file, tmp_path
     assert f"return {summary['return'][index]:.1f}" in line
 
 
-def test_an_existing_run_directory_is_never_overwritten(hopper_file, tmp_path):
+def test_an_existing_run_directory_is_never_overwritten_and_wandb_offline_writes_locally(hopper_file, tmp_path):
   workdir = tmp_path / "run"
   workdir.mkdir()
   (workdir / "notes.txt").write_text("mine")
   config = tiny_config(hopper_file, epochs=0, eval_episodes=0)
+  config.wandb.mode = "offline"  # W&B writes its run files locally, beside ours
   summary = experiment.run(config, str(workdir), progress=False)
   assert summary["run_dir"] == f"{workdir}-2"
   assert (workdir / "notes.txt").read_text() == "mine" and len(os.listdir(workdir)) == 1
+  wandb_runs = list((tmp_path / "run-2" / "wandb").glob("offline-run-*"))
+  assert len(wandb_runs) == 1 and (tmp_path / "run-2" / "metrics.jsonl").exists()
 
 
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(hopper_file, tmp_path, monkeypatch):
