@@ -29,14 +29,16 @@ import json
 import os
 import sys
 import time
+from functools import partial
 from typing import Any, Callable
 
 from absl import app, flags
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bracplus_jax import data, evaluate, experiment, losses
+from bracplus_jax import data, distributions, evaluate, experiment, losses
 from bracplus_jax import config as config_lib
 from bracplus_jax.cli import exits_cleanly_on_input_errors
 from bracplus_jax.errors import InputError
@@ -104,7 +106,7 @@ def _chunked(function, observations: jax.Array, key: jax.Array, chunk_size: int)
   num_states = observations.shape[0]
   chunk_size = min(chunk_size, num_states)
   num_chunks = -(-num_states // chunk_size)
-  padded = jax.numpy.pad(observations, ((0, num_chunks * chunk_size - num_states), (0, 0)), mode="edge")
+  padded = jnp.pad(observations, ((0, num_chunks * chunk_size - num_states), (0, 0)), mode="edge")
   chunks = padded.reshape((num_chunks, chunk_size, -1))
   results = jax.lax.map(lambda inputs: function(*inputs), (chunks, jax.random.split(key, num_chunks)))
   return results.reshape((num_chunks * chunk_size,) + results.shape[2:])[:num_states]
@@ -114,7 +116,7 @@ def _action_gradient_norms(algorithm, critic_params, observations, actions) -> j
   """||grad_a Q_j(s, a)|| averaged over the Q heads, per state: [N]."""
   critic = lambda obs, act: algorithm.critic.apply(critic_params, obs, act)  # noqa: E731
   gradients = losses.action_gradients(critic, observations, actions)  # [heads, N, act]
-  return jax.numpy.mean(jax.numpy.linalg.norm(gradients, axis=-1), axis=0)
+  return jnp.mean(jnp.linalg.norm(gradients, axis=-1), axis=0)
 
 
 def seed_diagnostics(algorithm, state, observations: jax.Array, key: jax.Array,
@@ -125,10 +127,11 @@ def seed_diagnostics(algorithm, state, observations: jax.Array, key: jax.Array,
 
   def gradient_norms(chunk, chunk_key):
     policy_key, uniform_key = jax.random.split(chunk_key)
-    policy_actions = algorithm._policy_samples(state.policy.params, chunk, policy_key, 1)[0][0]
+    mean, std = algorithm.policy.apply(state.policy.params, chunk)
+    policy_actions, _ = distributions.sample_tanh_gaussian(policy_key, mean, std)
     uniform_actions = jax.random.uniform(
         uniform_key, policy_actions.shape, policy_actions.dtype, minval=-1.0, maxval=1.0)
-    return jax.numpy.stack([
+    return jnp.stack([
         _action_gradient_norms(algorithm, state.critic.params, chunk, policy_actions),
         _action_gradient_norms(algorithm, state.critic.params, chunk, uniform_actions)], axis=-1)
 
@@ -162,8 +165,8 @@ def final_diagnostics(run_dir: str, seed: int = 0) -> str:
                               clip_actions=config.clip_actions, env_id=config.env, progress=False)
   observations = dataset.transitions.observations
   keys = jax.random.split(jax.random.key(seed), config.num_seeds)
-  over_seeds = jax.jit(jax.vmap(lambda s, k: seed_diagnostics(algorithm, s, observations, k)))
-  arrays = {name: np.asarray(value) for name, value in over_seeds(state, keys).items()}
+  over_seeds = jax.jit(jax.vmap(partial(seed_diagnostics, algorithm), in_axes=(0, None, 0)))
+  arrays = {name: np.asarray(value) for name, value in over_seeds(state, observations, keys).items()}
   arrays["ood"] = arrays["divergence"] > arrays["gp_threshold"][:, None]
   arrays["divergence_name"] = np.asarray(config.algo.divergence)
   with open(path, "xb") as file:

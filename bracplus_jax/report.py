@@ -221,10 +221,10 @@ def kl_histogram_figure(runs: list[Run]) -> Figure:
   panels = np.atleast_1d(figure.subplots(len(runs), 1, sharex=True, squeeze=False)[:, 0])
   for index, (axes, run) in enumerate(zip(panels, runs)):
     divergence, eps_kl = run.diagnostics["divergence"], run.diagnostics["kl_threshold"]
-    above = np.mean(divergence > eps_kl[:, None])
+    above = ", ".join(f"{100 * v:.0f}%" for v in np.mean(divergence > eps_kl[:, None], axis=1))
     axes.hist(divergence.ravel(), bins=bins, color=_color(index), alpha=0.8,
-              label=f"{run.label}: {divergence.shape[1]} states x {divergence.shape[0]} seeds, "
-                    f"{100 * above:.1f}% above eps_KL")
+              label=f"{run.label}: {divergence.shape[1]} states x {divergence.shape[0]} seeds; "
+                    f"above eps_KL, per seed: {above}")
     for seed, value in enumerate(eps_kl):
       axes.axvline(value, color="black", linestyle="--", linewidth=1.0,
                    label=f"eps_KL = {', '.join(f'{v:.2f}' for v in eps_kl)}" if seed == 0 else None)
