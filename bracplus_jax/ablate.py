@@ -114,7 +114,7 @@ def _chunked(function, observations: jax.Array, key: jax.Array, chunk_size: int)
 
 def _action_gradient_norms(algorithm, critic_params, observations, actions) -> jax.Array:
   """||grad_a Q_j(s, a)|| averaged over the Q heads, per state: [N]."""
-  critic = lambda obs, act: algorithm.critic.apply(critic_params, obs, act)  # noqa: E731
+  critic = partial(algorithm.critic.apply, critic_params)
   gradients = losses.action_gradients(critic, observations, actions)  # [heads, N, act]
   return jnp.mean(jnp.linalg.norm(gradients, axis=-1), axis=0)
 
@@ -154,7 +154,8 @@ def final_diagnostics(run_dir: str, seed: int = 0) -> str:
       policy's actions at these states: exactly where Eq. 10's penalty acts;
     uniform_action_gradient_norm [seeds, N]: the same norm at one uniform action in
       [-1, 1]^act per state, a probe that does not depend on the policy (though for data
-      collected by a uniform policy those actions are in distribution).
+      collected by a uniform policy those actions are in distribution);
+    divergence_name []: the run's algo.divergence, kl or mmd.
   An existing diagnostics.npz is never overwritten.
   """
   path = os.path.join(run_dir, DIAGNOSTICS_FILE)
