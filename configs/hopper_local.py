@@ -14,7 +14,8 @@ from configs import base
 def get_config():
   config = base.get_config()
   config.name = "hopper_local"
-  data_dir = os.environ.get("BRACPLUS_DATA") or os.path.join("~", ".cache", "bracplus_jax")
+  data_dir = os.environ.get("BRACPLUS_DATA") or os.path.join(
+      os.path.expanduser("~"), ".cache", "bracplus_jax")
   config.dataset = f"hdf5:{os.path.join(data_dir, 'generated', 'Hopper-v5_random.hdf5')}"
   config.env = "Hopper-v5"
   config.make_dataset.recipe = "random"

@@ -162,3 +162,10 @@ def test_reference_returns_without_loading_the_rows(d4rl_file):
   assert data.reference_returns(f"hdf5:{hopper}", None)[:2] == (-20.272305, 3234.3)
   assert data.reference_returns(f"hdf5:{bare}", None) is None
   assert data.reference_returns("d4rl:walker2d-medium-v2", None)[:2] == (1.629008, 4592.3)
+
+
+def test_hdf5_specs_expand_the_home_folder(d4rl_file, monkeypatch, tmp_path):
+  rows = episodes_dataset([3, 3], ["terminal", "terminal"])
+  d4rl_file("home.hdf5", **rows)
+  monkeypatch.setenv("HOME", str(tmp_path))
+  assert data.load_dataset("hdf5:~/home.hdf5", progress=False).transitions.size == 5

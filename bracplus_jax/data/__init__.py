@@ -9,6 +9,7 @@ Specs:
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from typing import Any, Optional
 
@@ -54,6 +55,8 @@ class OfflineDataset:
 
 def parse_spec(spec: str) -> tuple[str, str]:
   kind, sep, name = spec.partition(":")
+  if kind == "hdf5":
+    name = os.path.expanduser(name)
   if not sep or kind not in SPEC_KINDS or not name:
     hint = f"; did you mean hdf5:{spec}?" if spec.endswith((".hdf5", ".h5")) else ""
     raise InputError(
