@@ -1,11 +1,21 @@
 """Shared fixtures: files written in D4RL's exact HDF5 layout."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
-# Tests compile many small programs: skip LLVM's expensive passes (about 1.5x faster
+# Tests compile many small programs: skip LLVM's expensive passes (about 2x faster
 # compiles here); the programs' results do not depend on them beyond rounding.
 os.environ.setdefault(
     "XLA_FLAGS", "--xla_llvm_disable_expensive_passes=true --xla_backend_optimization_level=0")
+# Many tests build the same programs again (a resumed run, the command-line runs in
+# subprocesses): one on-disk compilation cache for the session, shared with subprocesses.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="bracplus-jax-cache-")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import h5py  # noqa: E402
 import jax  # noqa: E402
