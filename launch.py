@@ -12,7 +12,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from bracplus_jax.cli import exits_cleanly_on_input_errors
+from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file with get_config(), e.g. configs/hopper_mixed.py.",
@@ -38,7 +38,7 @@ def main(argv):
   if _DISTRIBUTED.value:
     import jax
     jax.distributed.initialize()
-  config = load_config()
+  config = _CONFIG.value if flags.FLAGS["config"].present else None
   if config is None and not _RESUME.value:
     raise InputError("--config: missing; expected a config file such as configs/hopper_mixed.py")
   workdir = _WORKDIR.value or os.path.join("runs", f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -49,49 +49,6 @@ def main(argv):
     sys.exit(1)
 
 
-def load_config():
-  """The config with its command-line overrides applied (None when --config is not given)."""
-  if not flags.FLAGS["config"].present:
-    return None
-  config = _CONFIG.value
-  config.to_dict()  # overrides may be applied lazily: apply them now, while errors are clear
-  return config
-
-
-def _config_path(argv) -> str:
-  for index, arg in enumerate(argv):
-    if arg.startswith("--config="):
-      return arg.split("=", 1)[1].split(":")[0]
-    if arg == "--config" and index + 1 < len(argv):
-      return argv[index + 1].split(":")[0]
-  return "the config file"
-
-
-def parse_flags(argv):
-  """absl's parser, with a bad flag, config file or config field reported as one line."""
-  path = _config_path(argv)
-  try:
-    if path != "the config file" and not os.path.isfile(path):
-      raise flags.Error(f"--config: {path} does not exist; expected a config file such as "
-                        "configs/hopper_mixed.py")
-    parsed = flags.FLAGS(argv)
-    load_config()
-    return parsed
-  except flags.Error as error:
-    message = str(error).strip().splitlines()[0]
-  except AttributeError as error:
-    detail = str(error).strip().splitlines()[-1]
-    if "get_config" in detail:
-      message = f"--config: {path} defines no get_config()"
-    else:
-      field = detail.strip("\"' ")
-      message = f"--config: {path} has no field '{field}'; every field is in configs/base.py"
-  except (OSError, KeyError, ValueError, TypeError, SyntaxError) as error:
-    message = f"--config: cannot load {path} ({str(error).strip().splitlines()[-1]})"
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
 if __name__ == "__main__":
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # configs import configs.base
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=config_flags_parser("configs/hopper_mixed.py"))

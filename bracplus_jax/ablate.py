@@ -40,7 +40,7 @@ import numpy as np
 
 from bracplus_jax import data, distributions, evaluate, experiment, losses
 from bracplus_jax import config as config_lib
-from bracplus_jax.cli import exits_cleanly_on_input_errors
+from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors
 from bracplus_jax.errors import InputError
 
 DIAGNOSTICS_FILE = "diagnostics.npz"
@@ -260,40 +260,6 @@ def define_flags() -> None:
                       "runs/ablation-<name>-<time>); a taken one is never overwritten.")
 
 
-def _config_path(argv: list[str]) -> str:
-  for index, arg in enumerate(argv):
-    if arg.startswith("--config="):
-      return arg.split("=", 1)[1].split(":")[0]
-    if arg == "--config" and index + 1 < len(argv):
-      return argv[index + 1].split(":")[0]
-  return "the config file"
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, with a bad flag, config file or config field reported as one line."""
-  path = _config_path(argv)
-  try:
-    if path != "the config file" and not os.path.isfile(path):
-      raise flags.Error(f"--config: {path} does not exist; expected a config file such as "
-                        "configs/hopper_local.py")
-    parsed = flags.FLAGS(argv)
-    if flags.FLAGS["config"].present:
-      flags.FLAGS.config.to_dict()  # overrides apply lazily: apply them now, while errors are clear
-    return parsed
-  except flags.Error as error:
-    message = str(error).strip().splitlines()[0]
-  except AttributeError as error:
-    detail = str(error).strip().splitlines()[-1]
-    if "get_config" in detail:
-      message = f"--config: {path} defines no get_config()"
-    else:
-      message = f"--config: {path} has no field '{detail.strip(chr(34) + chr(39) + ' ')}'"
-  except (OSError, KeyError, ValueError, TypeError, SyntaxError) as error:
-    message = f"--config: cannot load {path} ({str(error).strip().splitlines()[-1]})"
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
 @exits_cleanly_on_input_errors
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
@@ -313,4 +279,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=config_flags_parser("configs/hopper_local.py"))

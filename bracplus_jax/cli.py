@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 
+from absl import flags
 from absl import logging as absl_logging
 from typing import Callable
 
@@ -28,3 +30,46 @@ def exits_cleanly_on_input_errors(main: Callable[..., None]) -> Callable[..., No
       sys.exit(2)
 
   return wrapped
+
+
+def _config_path(argv: list[str]) -> str:
+  for index, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1].split(":")[0]
+    if arg == "--config" and index + 1 < len(argv):
+      return argv[index + 1].split(":")[0]
+  return ""
+
+
+def config_flags_parser(example: str):
+  """An absl `flags_parser` for commands with a `--config` file flag (ml_collections).
+
+  A bad flag, a missing config file, one without get_config() and an unknown
+  config field each become one 'error:' line and exit status 2, instead of a
+  traceback from deep inside the flag library.
+  """
+
+  def parse(argv: list[str]) -> list[str]:
+    path = _config_path(argv)
+    try:
+      if path and not os.path.isfile(path):
+        raise flags.Error(f"--config: {path} does not exist; expected a config file such as {example}")
+      parsed = flags.FLAGS(argv)
+      if flags.FLAGS["config"].present:
+        flags.FLAGS.config.to_dict()  # overrides apply lazily: apply them now, while errors are clear
+      return parsed
+    except flags.Error as error:
+      message = str(error).strip().splitlines()[0]
+    except AttributeError as error:
+      detail = str(error).strip().splitlines()[-1]
+      if "get_config" in detail:
+        message = f"--config: {path} defines no get_config()"
+      else:
+        field = detail.strip("\"' ")
+        message = f"--config: {path} has no field '{field}'; every field is in configs/base.py"
+    except (OSError, KeyError, ValueError, TypeError, SyntaxError) as error:
+      message = f"--config: cannot load {path} ({str(error).strip().splitlines()[-1]})"
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+  return parse
