@@ -38,7 +38,7 @@ import numpy as np
 from bracplus_jax import ablate
 from bracplus_jax.cli import exits_cleanly_on_input_errors
 from bracplus_jax.errors import InputError
-from bracplus_jax.toys import png_bytes, write_new_file
+from bracplus_jax.toys import new_file_paths, png_bytes, write_new_file
 
 SCORES_FIGURE = "scores.png"
 Q_FIGURE = "q_values.png"
@@ -317,14 +317,7 @@ def make_report(paths: list[str], out_dir: str) -> list[str]:
     drawings[KL_FIGURE] = lambda: png_bytes(kl_histogram_figure(with_diagnostics))
     drawings[OOD_FIGURE] = lambda: png_bytes(ood_figure(with_diagnostics))
   drawings[TABLE] = lambda: run_table(runs).encode()
-  outputs = [os.path.join(out_dir, name) for name in drawings]
-  for path in outputs:
-    if os.path.exists(path):
-      raise InputError(f"--out: {path} exists; it is never overwritten, choose another folder")
-  try:
-    os.makedirs(out_dir, exist_ok=True)
-  except OSError as error:
-    raise InputError(f"--out: cannot create the folder {out_dir} ({error.strerror})") from error
+  outputs = new_file_paths(out_dir, drawings)
   for path, draw in zip(outputs, drawings.values()):
     write_new_file(path, draw())
   return outputs

@@ -420,9 +420,12 @@ def write_new_file(path: str, content: bytes) -> None:
     raise InputError(f"--out: cannot write {path} ({error.strerror})") from error
 
 
-def make_figures(out_dir: str, seed: int = 0) -> list[str]:
-  """Draws Fig. 4 and Fig. 5 into out_dir and returns their paths; never overwrites a file."""
-  paths = [os.path.join(out_dir, name) for name in (GRADIENT_PENALTY_FIGURE, DIVERGENCE_FIGURE)]
+def new_file_paths(out_dir: str, names) -> list[str]:
+  """The paths of files about to be written into out_dir, which is made if missing.
+
+  Checked before any drawing: an existing file is never overwritten.
+  """
+  paths = [os.path.join(out_dir, name) for name in names]
   for path in paths:
     if os.path.exists(path):
       raise InputError(f"--out: {path} exists; it is never overwritten, choose another folder")
@@ -430,6 +433,12 @@ def make_figures(out_dir: str, seed: int = 0) -> list[str]:
     os.makedirs(out_dir, exist_ok=True)
   except OSError as error:
     raise InputError(f"--out: cannot create the folder {out_dir} ({error.strerror})") from error
+  return paths
+
+
+def make_figures(out_dir: str, seed: int = 0) -> list[str]:
+  """Draws Fig. 4 and Fig. 5 into out_dir and returns their paths; never overwrites a file."""
+  paths = new_file_paths(out_dir, (GRADIENT_PENALTY_FIGURE, DIVERGENCE_FIGURE))
   regression_key, divergence_key = jax.random.split(jax.random.key(seed))
   figures = (gradient_penalty_figure(gradient_penalty_toy(regression_key)), divergence_figure(divergence_key))
   for path, figure in zip(paths, figures):
