@@ -14,7 +14,6 @@ import os
 import time
 from typing import Any, Optional
 
-import jax
 import ml_collections
 import numpy as np
 

@@ -25,7 +25,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from bracplus_jax import config as config_lib
 from bracplus_jax import learner
 from bracplus_jax.data import OfflineDataset
-from bracplus_jax.data.transitions import Transitions
 
 # Steps per compiled block: long enough to amortise dispatch, short enough for a live progress bar.
 BLOCK_STEPS = 1000
