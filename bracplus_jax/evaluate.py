@@ -16,11 +16,10 @@ import os
 import sys
 
 from absl import app, flags
-import gymnasium as gym
 import ml_collections
 import numpy as np
 
-from bracplus_jax import checkpoints, data, evaluation, learner, train
+from bracplus_jax import checkpoints, data, envs, evaluation, learner, train
 from bracplus_jax.cli import exits_cleanly_on_input_errors
 from bracplus_jax.errors import InputError
 
@@ -46,9 +45,8 @@ def restore_run(run_dir: str):
   latest = checkpointer.latest()
   if latest is None:
     raise InputError(f"{run_dir}: has no checkpoint yet")
-  env = gym.make(config.env)
-  observation_dim, action_dim = env.observation_space.shape[0], env.action_space.shape[0]
-  env.close()
+  observation_space, action_space = envs.spaces(config.env)
+  observation_dim, action_dim = observation_space.shape[0], action_space.shape[0]
   algorithm = learner.BRACPlus(config.algo, observation_dim, action_dim)
   state_template, keys_template = train.state_template(algorithm, config, latest)
   state, _, _ = checkpointer.restore(latest, state_template, keys_template)

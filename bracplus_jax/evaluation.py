@@ -1,4 +1,4 @@
-"""Evaluation of many seeds' policies in gymnasium MuJoCo environments.
+"""Evaluation of many seeds' policies in gymnasium MuJoCo environments (or `gym:<id>`, see envs).
 
 All seeds and all their episodes run in ONE vector env of S * E copies, and
 every step takes one compiled, seed-vmapped policy call for all of them.
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bracplus_jax import distributions
+from bracplus_jax import distributions, envs
 from bracplus_jax.data import scores
 from bracplus_jax.errors import InputError
 
@@ -104,19 +104,9 @@ def _policy_input_shape(policy_params) -> tuple[int, int]:
   return first_kernel.shape[0], first_kernel.shape[1]
 
 
-def _make_env(env_id: str, max_episode_steps: Optional[int], **kwargs) -> gym.Env:
-  return gym.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
-
-
 def check_env(env_id: str, observation_dim: int, action_dim: int) -> None:
-  """InputError unless `env_id` is a gymnasium env with these observation and action sizes."""
-  try:
-    gym.spec(env_id)
-  except gym.error.Error as error:
-    raise InputError(f"unknown gymnasium environment '{env_id}' ({error})") from error
-  env = gym.make(env_id)
-  observation_space, action_space = env.observation_space, env.action_space
-  env.close()
+  """InputError unless `env_id` (see `envs.make`) has these observation and action sizes."""
+  observation_space, action_space = envs.spaces(env_id)
   if not isinstance(action_space, gym.spaces.Box) or not isinstance(observation_space, gym.spaces.Box):
     raise InputError(f"{env_id} needs Box observation and action spaces; it has "
                      f"{observation_space} and {action_space}")
@@ -136,7 +126,7 @@ def make_vector_env(env_id: str, num_envs: int, max_episode_steps: Optional[int]
   "async" runs one process per copy; on a few cores its start-up and messaging
   cost more than MuJoCo's steps (benchmarks/evaluation.py), so "sync" is the default.
   """
-  env_fns = [functools.partial(_make_env, env_id, max_episode_steps) for _ in range(num_envs)]
+  env_fns = [functools.partial(envs.make, env_id, max_episode_steps) for _ in range(num_envs)]
   # Pinned: the rollout below relies on next-step autoreset (gymnasium 1.x's default).
   autoreset_mode = gym.vector.AutoresetMode.NEXT_STEP
   if vectorization == "sync":
@@ -185,21 +175,21 @@ def evaluate_episodes(policy, policy_params, env_id: str, episodes: int, seed: i
   lengths = np.zeros(num_envs, np.int64)
   running = np.ones(num_envs, bool)
   key = jax.random.key(seed)
-  envs = make_vector_env(env_id, num_envs, max_episode_steps, vectorization)
+  vector_env = make_vector_env(env_id, num_envs, max_episode_steps, vectorization)
   try:
-    observations, _ = envs.reset(seed=[seed + index for index in range(num_envs)])
+    observations, _ = vector_env.reset(seed=[seed + index for index in range(num_envs)])
     step = 0
     while running.any():
       batch = np.asarray(observations, np.float32).reshape(num_seeds, episodes, observation_dim)
       actions = act(policy_params, batch, jax.random.fold_in(key, step), critic_params=critic_params)
-      observations, rewards, terminations, truncations, _ = envs.step(
+      observations, rewards, terminations, truncations, _ = vector_env.step(
           np.asarray(actions).reshape(num_envs, -1))
       returns += np.where(running, rewards, 0.0)
       lengths += running
       running &= ~(terminations | truncations)
       step += 1
   finally:
-    envs.close()
+    vector_env.close()
   return Episodes(returns.reshape(num_seeds, episodes), lengths.reshape(num_seeds, episodes))
 
 
@@ -309,7 +299,7 @@ def record_episode(policy, policy_params, env_id: str, path: str, seed: int,
   act = functools.partial(_compiled_policy_actions, policy, mode=mode, critic=critic,
                           num_samples=num_samples)
   key = jax.random.key(seed)
-  env = _make_env(env_id, max_episode_steps, render_mode="rgb_array", width=width, height=height)
+  env = envs.make(env_id, max_episode_steps, render_mode="rgb_array", width=width, height=height)
   try:
     observation, _ = env.reset(seed=seed)
     frames = [_render_frame(env)]

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import ml_collections
 import numpy as np
 
-from bracplus_jax import checkpoints, data, evaluation, run_log, train
+from bracplus_jax import checkpoints, data, envs, evaluation, run_log, train
 from bracplus_jax import config as config_lib
 from bracplus_jax.errors import InputError
 
@@ -27,13 +27,10 @@ class RunError(RuntimeError):
 
 
 def check_environment(env_id: str) -> None:
-  import gymnasium as gym
   try:
-    gym.make(env_id).close()
-  except gym.error.Error as error:
-    hint = (" (Adroit tasks need `pip install gymnasium-robotics`)"
-            if env_id.startswith("AdroitHand") else "")
-    raise InputError(f"config.env = {env_id!r} is unknown to gymnasium{hint}: {error}") from error
+    envs.make(env_id).close()
+  except InputError as error:
+    raise InputError(f"config.env: {error}") from error
 
 
 def run_directory(workdir: str, resume: bool) -> str:

@@ -115,16 +115,10 @@ def check_values(raw: RawDataset, clip_actions: bool = False) -> RawDataset:
 
 def check_env_dims(raw: RawDataset, env_id: str) -> None:
   """The dataset's observation and action sizes must match the environment's."""
-  import gymnasium as gym
-  try:
-    env = gym.make(env_id)
-  except gym.error.Error as error:
-    raise InputError(f"environment '{env_id}' is unknown to gymnasium ({error})") from error
-  try:
-    observation_shape = env.observation_space.shape
-    action_shape = env.action_space.shape
-  finally:
-    env.close()
+  from bracplus_jax import envs  # gymnasium is imported only when an env is asked for
+
+  observation_space, action_space = envs.spaces(env_id)
+  observation_shape, action_shape = observation_space.shape, action_space.shape
   for key, data_shape, env_shape in (
       ("observations", raw.observations.shape[1:], observation_shape),
       ("actions", raw.actions.shape[1:], action_shape)):

@@ -32,10 +32,10 @@ def normalized_score(returns, ref_min_score: float, ref_max_score: float) -> np.
 
 
 def d4rl_reference_returns_for_env(env_id: str) -> Optional[tuple[float, float]]:
-  """D4RL's references for a gymnasium id of the same task ('Hopper-v5' -> hopper).
+  """D4RL's references for an env id of the same task ('Hopper-v5', 'gym:hopper-medium-v2' -> hopper).
 
   gymnasium's v5 MuJoCo tasks keep the v2 tasks' observations, actions and
   rewards, so D4RL's references are the customary yardstick for them too.
   """
-  family = env_id.split("-v")[0].lower().removeprefix("adroithand")
+  family = env_id.removeprefix("gym:").split("-")[0].lower().removeprefix("adroithand")
   return D4RL_REFERENCE_RETURNS.get(family)
