@@ -59,7 +59,10 @@ def config_flags_parser(example: str):
         flags.FLAGS.config.to_dict()  # overrides apply lazily: apply them now, while errors are clear
       return parsed
     except flags.Error as error:
-      message = str(error).strip().splitlines()[0]
+      lines = str(error).strip().splitlines()
+      message = lines[0]
+      if "Error whilst parsing config file" in message:  # get_config raised; the trace's last line says why
+        message = f"--config: cannot load {path} ({lines[-1].strip()})"
     except AttributeError as error:
       detail = str(error).strip().splitlines()[-1]
       if "get_config" in detail:

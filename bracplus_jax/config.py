@@ -18,6 +18,8 @@ CHOICES = {
     "algo.td_backup": ("expected", "max"),
     "wandb.mode": ("auto", "online", "offline", "disabled"),
     "eval_mode": ("deterministic", "best_of_q"),
+    # '' = never make the dataset; the others are the collector's D4RL recipes.
+    "make_dataset.recipe": ("", "random", "medium", "mixed", "expert", "medium_expert"),
 }
 POSITIVE_INTEGERS = (
     "num_seeds", "batch_size", "eval_every", "checkpoint_every", "algo.behavior_ensemble_size", "algo.kl_latent_samples",
@@ -74,7 +76,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for path, allowed in CHOICES.items():
     value = _get(config, path)
     if value not in allowed:
-      raise InputError(f"config.{path} = {value!r}; expected one of {', '.join(allowed)}")
+      raise InputError(f"config.{path} = {value!r}; expected one of "
+                       f"{', '.join(choice or repr(choice) for choice in allowed)}")
   for paths, is_allowed, expected in RULES:
     for path in paths:
       value = _get(config, path)

@@ -55,16 +55,28 @@ def run_directory(workdir: str, resume: bool) -> str:
 
 
 def make_dataset_if_missing(config: ml_collections.ConfigDict) -> None:
-  """Collects the config's dataset with the collector when its file does not exist yet."""
+  """Makes the config's dataset with the collector when its file does not exist yet.
+
+  "random" is a plain random rollout; the other recipes train SAC first (see
+  `bracplus_jax.collect`), in the file's folder, where later recipes reuse it.
+  """
   recipe = config.make_dataset.recipe
   kind, _, path = config.dataset.partition(":")
-  if not recipe or kind != "hdf5" or os.path.exists(os.path.expanduser(path)):
+  path = os.path.expanduser(path)
+  if not recipe or kind != "hdf5" or os.path.exists(path):
     return
   from bracplus_jax import collect  # the collector's own command-line flags load with it
-  print(f"{path} does not exist yet: collecting it ({recipe}, {config.make_dataset.steps} steps "
-        f"in {config.env}); later runs reuse it")
-  collect.collect(config.env, recipe, config.make_dataset.steps, os.path.expanduser(path),
-                  seed=config.make_dataset.seed)
+  collect.check_recipe(recipe)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  if recipe == "random":
+    print(f"{path} does not exist yet: collecting it (random, {config.make_dataset.steps} steps "
+          f"in {config.env}); later runs reuse it")
+    collect.collect(config.env, recipe, config.make_dataset.steps, path, seed=config.make_dataset.seed)
+    return
+  print(f"{path} does not exist yet: making D4RL's '{recipe}' recipe in {config.env} (SAC first, "
+        f"unless {os.path.dirname(path)} has its run); later runs reuse both")
+  collect.make_recipe(config.env, recipe, path, collect.RecipeOptions(
+      steps=config.make_dataset.steps, seed=config.make_dataset.seed, sac=collect.DEFAULT_SAC))
 
 
 def _non_finite(metrics: dict[str, np.ndarray]) -> Optional[tuple[str, int, float]]:

@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from configs import base  # noqa: E402
 
-from bracplus_jax import collect, experiment  # noqa: E402
+from bracplus_jax import collect, data, experiment, sac  # noqa: E402
 from conftest import write_d4rl_file  # noqa: E402
 
 TINY = {
@@ -91,6 +91,22 @@ def test_an_existing_run_directory_is_never_overwritten_and_wandb_offline_writes
   assert (workdir / "notes.txt").read_text() == "mine" and len(os.listdir(workdir)) == 1
   wandb_runs = list((tmp_path / "run-2" / "wandb").glob("offline-run-*"))
   assert len(wandb_runs) == 1 and (tmp_path / "run-2" / "metrics.jsonl").exists()
+
+
+def test_a_missing_dataset_is_made_with_a_sac_recipe(tmp_path, monkeypatch):
+  # The collector's SAC, on a budget a test can afford.
+  monkeypatch.setattr(collect, "DEFAULT_SAC", sac.SACConfig(
+      total_steps=1_000, hidden_dims=(16, 16), start_steps=500, chunk_steps=250, eval_every=250,
+      eval_episodes=1))
+  path = tmp_path / "generated" / "Hopper-v5_mixed.hdf5"
+  config = tiny_config(str(path), epochs=0, eval_episodes=0)
+  config.make_dataset.recipe, config.make_dataset.steps = "mixed", 300
+  experiment.run(config, str(tmp_path / "run"), progress=False)
+  metadata = data.read_raw(f"hdf5:{path}").metadata
+  assert metadata["recipe"] == "mixed" and metadata["sac/steps"] == 1_000
+  assert 0 < metadata["steps"] <= metadata["medium_policy_step"]  # the replay buffer up to medium
+  assert os.path.isfile(os.path.join(collect.sac_run_dir(str(tmp_path / "generated"), "Hopper-v5", 0),
+                                     sac.RUN_FILE))
 
 
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(hopper_file, tmp_path, monkeypatch):
@@ -196,6 +212,10 @@ def test_bad_inputs_get_one_line_before_any_compile(hopper_file, tmp_path):
       (["--config=configs/hopper_mixed.py", f"--config.dataset=hdf5:{hopper_file}",
         f"--workdir={a_file / 'run'}"], ["--workdir", str(a_file)]),
       (["--resume", f"--workdir={tmp_path / 'never_ran'}"], ["--resume", "never_ran"]),
+      (["--config=configs/hopper_local.py:replay"], ["configs/hopper_local.py", "'replay'", "mixed"]),
+      (["--config=configs/hopper_local.py", "--config.make_dataset.recipe=replay"],
+       ["config.make_dataset.recipe", "medium_expert"]),
+      (["--config=configs/hopper_mixed.py", "--config.env=gym:Hopper-v1"], ["config.env", "gym:Hopper-v1"]),
   ]
   for args, fragments in cases:
     assert_one_line_error(launch(*args), *fragments)
