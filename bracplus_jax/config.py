@@ -33,7 +33,7 @@ POSITIVE_NUMBERS = ("algo.mmd_sigma", "algo.alpha_init", "algo.entropy_init")
 NON_NEGATIVE_NUMBERS = (
     "algo.behavior_lr", "algo.policy_init_lr", "algo.critic_lr", "algo.policy_lr", "algo.alpha_lr",
     "algo.entropy_lr", "algo.gp_lagrange_lr", "algo.gp_lambda", "algo.gp_max_ood_grad_norm",
-    "algo.kl_margin",
+    "algo.kl_margin", "algo.mmd_margin",
 )
 UNIT_INTERVAL = ("algo.gamma", "algo.tau")
 HIDDEN_DIMS = ("algo.policy_hidden_dims", "algo.critic_hidden_dims", "algo.behavior_hidden_dims",

@@ -335,9 +335,11 @@ class BRACPlus:
     return divergence.reshape(-1)[:num_states]
 
   def set_kl_threshold(self, state: BRACPlusState, observations: jax.Array, key: jax.Array):
-    """eps_KL = the initial policy's mean D over the dataset + the task's margin (App. F)."""
+    """eps_KL = the initial policy's mean D over the dataset + the task's margin for D (App. F)."""
     divergence = self.dataset_divergence(state, observations, key)
-    return state.replace(kl_threshold=jnp.mean(divergence) + self.algo.kl_margin), divergence
+    # KL and MMD live on different scales (MMD^2 <= 2), so each has its own margin.
+    margin = self.algo.mmd_margin if self.algo.divergence == "mmd" else self.algo.kl_margin
+    return state.replace(kl_threshold=jnp.mean(divergence) + margin), divergence
 
   def set_gp_threshold(self, state: BRACPlusState, observations: jax.Array, key: jax.Array,
                        use_dataset: bool = True):

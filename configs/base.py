@@ -87,6 +87,7 @@ def algorithm_config() -> ml_collections.ConfigDict:
   algo.alpha = "state"  # state: alpha(s) network (paper) | global: one scalar (released)
   algo.alpha_init = 10.0  # alpha's start, in every state (released code's global alpha: 10)
   algo.kl_margin = 0.2  # eps_KL = initial policy's mean KL over the dataset + this margin
+  algo.mmd_margin = 0.001  # the same with divergence = "mmd" (released code's Adroit value)
 
   # Gradient penalty (Sec. 3.3, Eq. 10).
   algo.gp_weighting = "hard"  # hard: Heaviside (paper) | soft: released gym default | off
@@ -158,7 +159,7 @@ def adroit_task(env: str) -> ml_collections.ConfigDict:
   config.env = f"AdroitHand{env.capitalize()}-v1"  # needs gymnasium-robotics
   config.algo.divergence = "mmd"
   config.algo.mmd_sigma = 120.0
-  config.algo.kl_margin = 0.001
+  config.algo.mmd_margin = 0.001
   config.algo.policy_lr = 5e-8
   config.algo.gp_weighting = "hard"
   config.algo.gp_max_ood_grad_norm = 0.005

@@ -97,6 +97,18 @@ def test_released_code_gp_threshold_is_mean_plus_std_of_the_epoch_s_divergences(
   np.testing.assert_array_equal(state.epoch_kl_moments, np.zeros(3))
 
 
+@pytest.mark.parametrize("divergence", ["kl", "mmd"])
+def test_eps_kl_is_the_initial_policy_s_mean_divergence_plus_that_divergence_s_margin(divergence):
+  algorithm = learner.BRACPlus(small_config(divergence=divergence, kl_margin=3.0, mmd_margin=0.01).algo,
+                               OBS, ACT)
+  state = algorithm.init(jax.random.key(0))
+  observations = random_transitions(100).observations
+  state, divergences = jax.jit(algorithm.set_kl_threshold)(state, observations, jax.random.key(1))
+  assert divergences.shape == (100,) and np.all(np.asarray(divergences) >= -1e-6)
+  margin = 0.01 if divergence == "mmd" else 3.0
+  assert float(state.kl_threshold) == pytest.approx(float(np.mean(divergences)) + margin, rel=1e-6)
+
+
 def test_the_update_accumulates_the_divergences_it_saw():
   algorithm = learner.BRACPlus(small_config().algo, OBS, ACT)
   state = rl_ready_state(algorithm, jax.random.key(0))
