@@ -6,6 +6,7 @@ from typing import Any
 
 import ml_collections
 
+from bracplus_jax.collect import RECIPES
 from bracplus_jax.errors import InputError
 
 CHOICES = {
@@ -19,7 +20,7 @@ CHOICES = {
     "wandb.mode": ("auto", "online", "offline", "disabled"),
     "eval_mode": ("deterministic", "best_of_q"),
     # '' = never make the dataset; the others are the collector's D4RL recipes.
-    "make_dataset.recipe": ("", "random", "medium", "mixed", "expert", "medium_expert"),
+    "make_dataset.recipe": ("",) + RECIPES,
 }
 POSITIVE_INTEGERS = (
     "num_seeds", "batch_size", "eval_every", "checkpoint_every", "algo.behavior_ensemble_size", "algo.kl_latent_samples",

@@ -66,8 +66,6 @@ def make_dataset_if_missing(config: ml_collections.ConfigDict) -> None:
   if not recipe or kind != "hdf5" or os.path.exists(path):
     return
   from bracplus_jax import collect  # the collector's own command-line flags load with it
-  collect.check_recipe(recipe)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   if recipe == "random":
     print(f"{path} does not exist yet: collecting it (random, {config.make_dataset.steps} steps "
           f"in {config.env}); later runs reuse it")

@@ -16,9 +16,8 @@ every other respect, with the released code's KL margin for the recipe.
 
 import os
 
+from bracplus_jax.collect import RECIPES
 from configs import base
-
-RECIPES = ("random", "medium", "mixed", "expert", "medium_expert")
 
 
 def get_config(recipe: str = "random"):
