@@ -17,6 +17,10 @@ CHOICES = {
     "algo.gp_weighting": ("hard", "soft", "off"),
     "algo.gp_threshold": ("dataset", "batch"),
     "algo.td_backup": ("expected", "max"),
+    "algo.entropy_constraint": ("max", "min"),
+    "algo.mmd_scale": ("root", "squared"),
+    "algo.mmd_behavior_samples": ("sampled", "released"),
+    "algo.startup_lr_schedule": ("constant", "released"),
     "wandb.mode": ("auto", "online", "offline", "disabled"),
     "eval_mode": ("deterministic", "best_of_q"),
     # '' = never make the dataset; the others are the collector's D4RL recipes.
@@ -30,7 +34,8 @@ NON_NEGATIVE_INTEGERS = (
     "behavior_steps", "policy_init_steps", "critic_init_steps", "epochs", "steps_per_epoch",
     "eval_episodes", "algo.behavior_latent_dim", "make_dataset.steps",
 )
-POSITIVE_NUMBERS = ("algo.mmd_sigma", "algo.alpha_init", "algo.entropy_init")
+POSITIVE_NUMBERS = ("algo.mmd_sigma", "algo.alpha_init", "algo.entropy_init", "algo.alpha_dual_step",
+                    "algo.alpha_min", "algo.alpha_max")
 NON_NEGATIVE_NUMBERS = (
     "algo.behavior_lr", "algo.policy_init_lr", "algo.critic_lr", "algo.policy_lr", "algo.alpha_lr",
     "algo.entropy_lr", "algo.gp_lagrange_lr", "algo.gp_lambda", "algo.gp_max_ood_grad_norm",
@@ -84,8 +89,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
       value = _get(config, path)
       if not is_allowed(value):
         raise InputError(f"config.{path} = {value!r}; expected {expected}")
+  algo = config.algo
+  if algo.alpha == "state" and not algo.alpha_min <= algo.alpha_init <= algo.alpha_max:
+    raise InputError(
+        f"config.algo.alpha_init = {algo.alpha_init!r}; expected a number in [algo.alpha_min, "
+        f"algo.alpha_max] = [{algo.alpha_min!r}, {algo.alpha_max!r}]")
   target_entropy = config.algo.target_entropy
   if target_entropy is not None and not _is_number(target_entropy):
     raise InputError(
         f"config.algo.target_entropy = {target_entropy!r}; expected a number, or None for "
-        "the behaviour NLL - act_dim ln 4 rule")
+        "the behaviour NLL rule (- act_dim ln 4 with entropy_constraint 'max')")

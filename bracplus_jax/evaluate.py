@@ -47,7 +47,8 @@ def restore_run(run_dir: str):
     raise InputError(f"{run_dir}: has no checkpoint yet")
   observation_space, action_space = envs.spaces(config.env)
   observation_dim, action_dim = observation_space.shape[0], action_space.shape[0]
-  algorithm = learner.BRACPlus(config.algo, observation_dim, action_dim)
+  algorithm = learner.BRACPlus(config.algo, observation_dim, action_dim, behavior_steps=config.behavior_steps,
+                               policy_init_steps=config.policy_init_steps)
   state_template, keys_template = train.state_template(algorithm, config, latest)
   state, _, _ = checkpointer.restore(latest, state_template, keys_template)
   checkpointer.close()

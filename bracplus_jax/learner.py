@@ -23,6 +23,8 @@ from bracplus_jax import distributions, losses, networks
 from bracplus_jax.data.transitions import Transitions
 
 Metrics = dict[str, jax.Array]
+# The released code's cap on its scalar multipliers: alpha, and here beta and the GP weight too.
+MULTIPLIER_MAXIMUM = 1e4
 Step = Callable[[Any, Transitions, jax.Array], tuple[Any, Metrics]]
 
 
@@ -48,13 +50,31 @@ def _apply_gradients(train_state: TrainState, gradients) -> TrainState:
   return train_state.apply_gradients(grads=gradients)
 
 
+# The released code's start-up learning rates: x1, .5, .1, .05, .01 of the base rate, one
+# factor per fifth of the phase (and .01 from then on, for the VAEs' steps during RL).
+RELEASED_STARTUP_FACTORS = (1.0, 0.5, 0.1, 0.05, 0.01)
+
+
+def released_startup_schedule(learning_rate: float, num_steps: int) -> optax.Schedule:
+  """learning_rate x RELEASED_STARTUP_FACTORS[k] on steps [k/5, (k+1)/5) x num_steps."""
+  scales: dict[int, float] = {}
+  for fifth in range(1, 5):
+    boundary = fifth * num_steps // 5
+    step_down = RELEASED_STARTUP_FACTORS[fifth] / RELEASED_STARTUP_FACTORS[fifth - 1]
+    scales[boundary] = scales.get(boundary, 1.0) * step_down  # short phases share boundaries
+  return optax.piecewise_constant_schedule(learning_rate, scales)
+
+
 class BRACPlus:
   """The algorithm for one dataset's dimensions and one `algo` config.
 
   Holds the Flax modules (static); all state lives in `BRACPlusState`.
   """
 
-  def __init__(self, algo: ml_collections.ConfigDict, observation_dim: int, action_dim: int):
+  def __init__(self, algo: ml_collections.ConfigDict, observation_dim: int, action_dim: int, *,
+               behavior_steps: int | None = None, policy_init_steps: int | None = None):
+    """`behavior_steps` and `policy_init_steps` (the config's) place the start-up learning
+    rates' steps when `algo.startup_lr_schedule` is "released"; "constant" needs neither."""
     self.algo = algo
     self.observation_dim = observation_dim
     self.action_dim = action_dim
@@ -64,16 +84,30 @@ class BRACPlus:
     self.behavior = networks.BehaviorVAEEnsemble(
         action_dim, latent_dim, tuple(algo.behavior_hidden_dims), algo.behavior_ensemble_size)
     if algo.alpha == "state":
-      self.alpha = networks.StateAlpha(tuple(algo.alpha_hidden_dims), algo.alpha_init)
+      self.alpha = networks.StateAlpha(
+          tuple(algo.alpha_hidden_dims), algo.alpha_init, algo.alpha_min, algo.alpha_max)
     else:
-      self.alpha = networks.GlobalAlpha(algo.alpha_init)
-    self.entropy = networks.LagrangeMultiplier(algo.entropy_init)
-    self.gp_scale = networks.LagrangeMultiplier(algo.gp_lambda, minimum=algo.gp_lambda)
+      self.alpha = networks.GlobalAlpha(algo.alpha_init, MULTIPLIER_MAXIMUM)
+    self.entropy = networks.LagrangeMultiplier(algo.entropy_init, maximum=MULTIPLIER_MAXIMUM)
+    self.gp_scale = networks.LagrangeMultiplier(
+        algo.gp_lambda, minimum=algo.gp_lambda, maximum=MULTIPLIER_MAXIMUM)
+    # Runs saved before these options existed (their config.json has no field) regularised
+    # MMD^2 of the model's samples and ran at constant start-up rates.
+    self.mmd_squared = algo.get("mmd_scale", "squared") == "squared"
+    self.mmd_behavior_samples = algo.get("mmd_behavior_samples", "sampled")
     # Built once: optimisers are static parts of the state, so new ones would recompile.
-    self.optimizers = {name: optax.adam(getattr(algo, f"{name}_lr")) for name in (
+    self.learning_rates = {name: getattr(algo, f"{name}_lr") for name in (
         "behavior", "policy_init", "policy", "critic", "alpha", "entropy", "gp_lagrange")}
+    if algo.get("startup_lr_schedule", "constant") == "released":
+      for name, steps in (("behavior", behavior_steps), ("policy_init", policy_init_steps)):
+        if steps is None:
+          raise ValueError(f"startup_lr_schedule 'released' needs the {name} phase's step count")
+        self.learning_rates[name] = released_startup_schedule(self.learning_rates[name], steps)
+    self.optimizers = {name: optax.adam(rate) for name, rate in self.learning_rates.items()}
     # KL bound: kl_policy_samples draws; MMD: mmd_samples draws on each side.
     self.num_policy_samples = algo.mmd_samples if algo.divergence == "mmd" else algo.kl_policy_samples
+    if algo.alpha == "state":  # the dual step sets its own length (see `alpha_dual`)
+      self.optimizers["alpha"] = optax.sgd(1.0)
 
   # -------------------------------------------------------------------------
   # State
@@ -113,11 +147,19 @@ class BRACPlus:
     )
 
   def start_rl(self, state: BRACPlusState) -> BRACPlusState:
-    """Switches the policy from its initialisation learning rate to the RL one (Alg. 1 line 4)."""
+    """Switches the policy from its initialisation learning rate to the RL one (Alg. 1 line 4),
+    and restarts beta's optimiser, as the released code does at this switch."""
     policy = TrainState.create(apply_fn=self.policy.apply, params=state.policy.params,
                                tx=self.optimizers["policy"])
-    return state.replace(policy=policy, policy_target_params=state.policy.params,
+    entropy = TrainState.create(apply_fn=self.entropy.apply, params=state.entropy.params,
+                                tx=self.optimizers["entropy"])
+    return state.replace(policy=policy, entropy=entropy, policy_target_params=state.policy.params,
                          critic_target_params=state.critic.params)
+
+  def end_policy_init(self, state: BRACPlusState) -> BRACPlusState:
+    """The target policy starts from the initial policy, so that the max backup of the
+    initial policy evaluation (Alg. 1 line 3) evaluates that policy, not the random one."""
+    return state.replace(policy_target_params=state.policy.params)
 
   # -------------------------------------------------------------------------
   # Shared pieces
@@ -137,13 +179,19 @@ class BRACPlus:
       return losses.ensemble_kl_upper_bound(
           key, self.behavior, behavior_params, observations, mean, std, pre_tanh,
           num_latents=algo.kl_latent_samples, members=algo.kl_ensemble)
+    behavior_samples = self.behavior_samples(behavior_params, observations, key)
+    return losses.mmd_laplacian(jnp.swapaxes(pre_tanh, 0, 1), behavior_samples, algo.mmd_sigma,
+                                squared=self.mmd_squared)
+
+  def behavior_samples(self, behavior_params, observations, key) -> jax.Array:
+    """The MMD's pre-tanh samples of pi_b(.|s) [N, mmd_samples, act], from one random member
+    (`algo.mmd_behavior_samples`: the model's draws, or the released code's decoder means)."""
     member_key, sample_key = jax.random.split(key)
     member = jax.random.randint(member_key, (), 0, self.behavior.ensemble_size)
     one_member = networks.member_variables(behavior_params, member)
     decode = partial(self.behavior.member().apply, one_member, method="decode")
-    behavior_samples = losses.sample_behavior(
-        sample_key, decode, observations, self.behavior.latent_dim, algo.mmd_samples)
-    return losses.mmd_laplacian(jnp.swapaxes(pre_tanh, 0, 1), behavior_samples, algo.mmd_sigma)
+    return losses.sample_behavior(sample_key, decode, observations, self.behavior.latent_dim,
+                                  self.algo.mmd_samples, self.mmd_behavior_samples)
 
   def _policy_terms(self, behavior_params, observations, key, num_samples=None):
     """The policy's samples and D(s) as a function of its parameters, for one shared vjp."""
@@ -169,6 +217,74 @@ class BRACPlus:
     value_gradients, metrics = jax.grad(loss_fn, has_aux=True)(values)
     (gradients,) = pullback(value_gradients)
     return _apply_gradients(train_state, gradients), metrics
+
+  def _entropy_step(self, state: BRACPlusState, log_prob: jax.Array):
+    """Alg. 1 line 9: beta's dual step for the configured entropy constraint."""
+    return self._multiplier_step(state.entropy, lambda beta: losses.entropy_loss(
+        beta, log_prob, state.target_entropy, self.algo.entropy_constraint))
+
+  def alpha_dual(self, state: BRACPlusState, observations: jax.Array, divergence: jax.Array):
+    """(alpha(s) [N], a thunk for the dual step of Alg. 1 line 8), from one forward pass.
+
+    State-wise: the network's log alpha(s) is regressed onto the projected
+    log-space target of `losses.alpha_dual_target` with one gradient step whose
+    length is the exact line search of the linearised network: the step that
+    moves the batch's log alpha(s) closest (least squares) to their targets.
+    The multiplier's per-state change is then set by the dual step size, not by
+    the network's width, depth or an optimiser's normalisation (Adam on a
+    linear dual loss moves every weight by ~lr and the output ~1000x faster).
+    Global (released code): Adam on alpha's softplus parameter.
+    """
+    algo, train_state = self.algo, state.alpha
+    if algo.alpha == "global":
+      values, pullback = jax.vjp(lambda params: train_state.apply_fn(params, observations),
+                                 train_state.params)
+
+      def global_step():
+        value_gradients, metrics = jax.grad(losses.global_alpha_loss, has_aux=True)(
+            values, divergence, state.kl_threshold)
+        (gradients,) = pullback(value_gradients)
+        return _apply_gradients(train_state, gradients), metrics
+
+      return values, global_step
+
+    log_alpha_of = lambda params: train_state.apply_fn(params, observations, method="log_alpha")  # noqa: E731
+    log_alpha, linearized = jax.linearize(log_alpha_of, train_state.params)
+    log_bounds = (math.log(algo.alpha_min), math.log(algo.alpha_max))
+    values = jnp.exp(jnp.clip(log_alpha, *log_bounds))
+
+    def state_step():
+      target = losses.alpha_dual_target(
+          log_alpha, divergence, state.kl_threshold, algo.alpha_dual_step, log_bounds)
+      loss, residual_gradient = jax.value_and_grad(losses.alpha_loss)(log_alpha, target)
+      (gradients,) = jax.linear_transpose(linearized, train_state.params)(residual_gradient)
+      output_change = linearized(gradients)  # d log alpha per unit step along the gradient
+      residual = log_alpha - target
+      length = jnp.vdot(residual, output_change) / jnp.maximum(jnp.vdot(output_change, output_change), 1e-30)
+      scaled = jax.tree.map(lambda g: length * g, gradients)
+      return _apply_gradients(train_state, scaled), {"alpha_loss": loss, "alpha_step_length": length}
+
+    return values, state_step
+
+  @property
+  def alpha_bounds(self) -> tuple[float, float]:
+    """The range alpha(s) is projected onto: state-wise bounds, or (0, the global alpha's cap)."""
+    if self.algo.alpha == "global":
+      return 0.0, MULTIPLIER_MAXIMUM
+    return self.algo.alpha_min, self.algo.alpha_max
+
+  def multiplier_metrics(self, alpha: jax.Array, divergence: jax.Array, kl_threshold) -> Metrics:
+    """alpha(s)'s mean and 10/50/90% quantiles, the share of states at each bound, and the
+    share of states above eps_KL, over the states given."""
+    lower, upper = self.alpha_bounds
+    quantiles = jnp.quantile(alpha, jnp.array([0.1, 0.5, 0.9]))
+    return {
+        "alpha": jnp.mean(alpha),
+        "alpha_q10": quantiles[0], "alpha_q50": quantiles[1], "alpha_q90": quantiles[2],
+        "alpha_at_lower_bound": jnp.mean(alpha <= lower * 1.01),  # within 1%
+        "alpha_at_upper_bound": jnp.mean(alpha >= upper / 1.01),
+        "kl_violation_fraction": jnp.mean(divergence > kl_threshold),
+    }
 
   def _td_targets(self, state: BRACPlusState, batch: Transitions, key: jax.Array) -> jax.Array:
     algo = self.algo
@@ -210,11 +326,10 @@ class BRACPlus:
     (actions, log_prob, divergence), pullback = jax.vjp(terms, state.policy.params)
     beta = state.entropy.apply_fn(state.entropy.params)
     (log_prob_gradients, divergence_gradients), metrics = jax.grad(
-        lambda lp, d: losses.initial_policy_loss(d, lp, beta), argnums=(0, 1), has_aux=True)(
-            log_prob, divergence)
+        lambda lp, d: losses.initial_policy_loss(d, lp, beta, self.algo.entropy_constraint),
+        argnums=(0, 1), has_aux=True)(log_prob, divergence)
     (policy_gradients,) = pullback((jnp.zeros_like(actions), log_prob_gradients, divergence_gradients))
-    entropy, entropy_metrics = self._multiplier_step(
-        state.entropy, lambda b: losses.entropy_loss(b, log_prob, state.target_entropy))
+    entropy, entropy_metrics = self._entropy_step(state, log_prob)
     state = state.replace(policy=_apply_gradients(state.policy, policy_gradients), entropy=entropy)
     return state, metrics | entropy_metrics | _divergence_metrics(divergence)
 
@@ -265,13 +380,12 @@ class BRACPlus:
     metrics |= critic_metrics
 
     # Line 7: the actor, against the updated critic, with state-wise alpha(s) as constants.
-    alpha_values, alpha_pullback = jax.vjp(
-        lambda params: state.alpha.apply_fn(params, batch.observations), state.alpha.params)
+    alpha_values, alpha_step = self.alpha_dual(state, batch.observations, fixed_divergence)
     beta = state.entropy.apply_fn(state.entropy.params)
 
     def actor_objective(actions, log_prob, divergence):
       q_values = self._q_values(critic.params, batch.observations, actions)
-      return losses.actor_loss(q_values, divergence, alpha_values, log_prob, beta)
+      return losses.actor_loss(q_values, divergence, alpha_values, log_prob, beta, algo.entropy_constraint)
 
     actor_cotangents, actor_metrics = jax.grad(actor_objective, argnums=(0, 1, 2), has_aux=True)(
         actions, log_prob, divergence)
@@ -282,15 +396,11 @@ class BRACPlus:
     metrics["policy_action_q_gradient_norm"] = jnp.mean(jnp.linalg.norm(q_action_gradients, axis=-1))
 
     # Line 8: the alpha dual step, on the same forward pass of the alpha network.
-    alpha_value_gradients, alpha_metrics = jax.grad(
-        lambda values: losses.alpha_loss(values, fixed_divergence, state.kl_threshold), has_aux=True)(
-            alpha_values)
-    (alpha_gradients,) = alpha_pullback(alpha_value_gradients)
-    metrics |= alpha_metrics
+    alpha, alpha_metrics = alpha_step()
+    metrics |= alpha_metrics | self.multiplier_metrics(alpha_values, fixed_divergence, state.kl_threshold)
 
     # Line 9: the entropy dual step.
-    entropy, entropy_metrics = self._multiplier_step(
-        state.entropy, lambda b: losses.entropy_loss(b, log_prob, state.target_entropy))
+    entropy, entropy_metrics = self._entropy_step(state, log_prob)
     metrics |= entropy_metrics
 
     gp_scale = state.gp_scale
@@ -303,7 +413,7 @@ class BRACPlus:
     state = state.replace(
         critic=critic,
         policy=_apply_gradients(state.policy, policy_gradients),
-        alpha=_apply_gradients(state.alpha, alpha_gradients),
+        alpha=alpha,
         entropy=entropy,
         gp_scale=gp_scale,
         epoch_kl_moments=state.epoch_kl_moments + jnp.stack([
@@ -320,48 +430,72 @@ class BRACPlus:
   def dataset_divergence(self, state: BRACPlusState, observations: jax.Array, key: jax.Array,
                          chunk_size: int = 4096) -> jax.Array:
     """D(pi(.|s), pi_b(.|s)) for every state [N], one chunk of states at a time."""
-    num_states = observations.shape[0]
-    chunk_size = min(chunk_size, num_states)
-    num_chunks = -(-num_states // chunk_size)
-    padded = jnp.pad(observations, ((0, num_chunks * chunk_size - num_states), (0, 0)), mode="edge")
-    chunks = padded.reshape((num_chunks, chunk_size, -1))
+    num_chunks = -(-observations.shape[0] // min(chunk_size, observations.shape[0]))
 
-    def one_chunk(inputs):
-      chunk, chunk_key = inputs
+    def one_chunk(chunk, chunk_key):
       terms = self._policy_terms(state.behavior.params, chunk, chunk_key)
       return terms(state.policy.params)[2]
 
-    divergence = jax.lax.map(one_chunk, (chunks, jax.random.split(key, num_chunks)))
-    return divergence.reshape(-1)[:num_states]
+    return _map_chunks(one_chunk, observations, chunk_size, jax.random.split(key, num_chunks))
 
   def set_kl_threshold(self, state: BRACPlusState, observations: jax.Array, key: jax.Array):
     """eps_KL = the initial policy's mean D over the dataset + the task's margin for D (App. F)."""
     divergence = self.dataset_divergence(state, observations, key)
-    # KL and MMD live on different scales (MMD^2 <= 2), so each has its own margin.
+    # KL and MMD live on different scales (MMD^2 <= 2, and its root <= sqrt 2), so each has its
+    # own margin.
     margin = self.algo.mmd_margin if self.algo.divergence == "mmd" else self.algo.kl_margin
     return state.replace(kl_threshold=jnp.mean(divergence) + margin), divergence
 
   def set_gp_threshold(self, state: BRACPlusState, observations: jax.Array, key: jax.Array,
                        use_dataset: bool = True):
-    """eps_GP for the next epoch: mean + std of D (Sec. 3.3).
+    """eps_GP for the next epoch: mean + std of D (Sec. 3.3); returns (state, metrics).
 
     Over all dataset states (paper; `use_dataset`), or over the states of the
-    batches this epoch's updates saw (released code).
+    batches this epoch's updates saw (released code). The dataset pass also
+    gives the epoch's multiplier figures over every dataset state: alpha(s)'s
+    quantiles, the share at each bound and the share above eps_KL.
     """
+    metrics = {}
     if use_dataset:
-      threshold = losses.gradient_penalty_threshold(self.dataset_divergence(state, observations, key))
+      divergence = self.dataset_divergence(state, observations, key)
+      threshold = losses.gradient_penalty_threshold(divergence)
+      alpha = self.dataset_alpha(state, observations)
+      metrics = {f"dataset_{name}": value for name, value in
+                 self.multiplier_metrics(alpha, divergence, state.kl_threshold).items()}
     else:
       count, total, squares = state.epoch_kl_moments
       mean = total / count
       threshold = mean + jnp.sqrt(jnp.maximum(squares / count - mean**2, 0.0))
-    return state.replace(gp_threshold=threshold, epoch_kl_moments=jnp.zeros(3))
+    return state.replace(gp_threshold=threshold, epoch_kl_moments=jnp.zeros(3)), metrics
+
+  def dataset_alpha(self, state: BRACPlusState, observations: jax.Array,
+                    chunk_size: int = 4096) -> jax.Array:
+    """alpha(s) at every state [N], one chunk of states at a time."""
+    return _map_chunks(lambda chunk: state.alpha.apply_fn(state.alpha.params, chunk), observations,
+                       chunk_size)
 
   def set_target_entropy(self, state: BRACPlusState, batch: Transitions, key: jax.Array):
-    """H0 where the config gives none: behaviour NLL - act_dim ln 4 (the released code's rule)."""
+    """H0 where the config gives none, by the released code's rules: behaviour NLL -
+    act_dim ln 4 (std_scale 4) for a maximum-entropy constraint, the behaviour NLL itself
+    (std_scale 1) for a minimum-entropy one."""
     if self.algo.target_entropy is not None:
       return state
     _, metrics = losses.behavior_loss(state.behavior.params, self.behavior, key, batch)
-    return state.replace(target_entropy=metrics["behavior_nll_bound"] - self.action_dim * math.log(4.0))
+    std_scale = 4.0 if self.algo.entropy_constraint == "max" else 1.0
+    return state.replace(
+        target_entropy=metrics["behavior_nll_bound"] - self.action_dim * math.log(std_scale))
+
+
+def _map_chunks(function, observations: jax.Array, chunk_size: int, *per_chunk):
+  """function(chunk [c, obs], *per_chunk[i]) -> [c] over all rows [N] in chunks of c rows (the
+  last one padded), as one lax.map; `per_chunk` are arrays with one entry per chunk."""
+  num_states = observations.shape[0]
+  chunk_size = min(chunk_size, num_states)
+  num_chunks = -(-num_states // chunk_size)
+  padded = jnp.pad(observations, ((0, num_chunks * chunk_size - num_states), (0, 0)), mode="edge")
+  chunks = padded.reshape((num_chunks, chunk_size, -1))
+  values = jax.lax.map(lambda inputs: function(*inputs), (chunks, *per_chunk))
+  return values.reshape(-1)[:num_states]
 
 
 def _divergence_metrics(divergence: jax.Array) -> Metrics:

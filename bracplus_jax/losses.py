@@ -36,6 +36,20 @@ CriticFn = Callable[[jax.Array, jax.Array], jax.Array]
 ENSEMBLE_MEMBER_MODES = ("random_per_state", "random_per_batch", "all")
 GRADIENT_PENALTY_WEIGHTINGS = ("hard", "soft")
 TD_BACKUPS = ("expected", "max")
+# "max": H(pi) <= H0 (paper, gym); "min": H(pi) >= H0 (paper's and released code's Adroit/MMD).
+ENTROPY_CONSTRAINTS = ("max", "min")
+# "sampled": z ~ N(0, I), u ~ p(u|s,z); "released": z clipped to +-0.5, u = the decoder's mean.
+BEHAVIOR_SAMPLES = ("sampled", "released")
+RELEASED_LATENT_CLIP = 0.5
+
+
+def _entropy_sign(entropy_constraint: str) -> float:
+  """+1 for H <= H0, -1 for H >= H0: the sign of H - H0 in the constraint g <= 0."""
+  if entropy_constraint == "max":
+    return 1.0
+  if entropy_constraint == "min":
+    return -1.0
+  raise ValueError(f"unknown entropy constraint {entropy_constraint!r}; expected one of {ENTROPY_CONSTRAINTS}")
 
 
 def _draw_latents(key: jax.Array, mean: jax.Array, std: jax.Array, num_latents: int) -> jax.Array:
@@ -192,15 +206,26 @@ def sample_behavior(
     observations: jax.Array,
     latent_dim: int,
     num_samples: int,
+    mode: str = "sampled",
 ) -> jax.Array:
-  """Pre-tanh draws u ~ pi_b(.|s) through the generative path z ~ N(0, I), u ~ p(u|s,z).
+  """Pre-tanh samples of pi_b(.|s) through the VAE's generative path.
+
+    "sampled": z ~ N(0, I), u ~ p(u|s,z), draws of the behaviour model;
+    "released" (released code's MMD): z ~ N(0, I) clipped to +-0.5 and u =
+        the decoder's mean at z, no decoder noise: points near the modes.
 
   Returns [..., num_samples, act] for observations [..., obs] (samples on axis
   -2, the layout `mmd_laplacian` takes).
   """
+  if mode not in BEHAVIOR_SAMPLES:
+    raise ValueError(f"unknown behaviour sample mode {mode!r}; expected one of {BEHAVIOR_SAMPLES}")
   latent_key, action_key = jax.random.split(key)
   latents = jax.random.normal(latent_key, observations.shape[:-1] + (num_samples, latent_dim), observations.dtype)
+  if mode == "released":
+    latents = jnp.clip(latents, -RELEASED_LATENT_CLIP, RELEASED_LATENT_CLIP)
   decoder_mean, decoder_std = decode(_repeat_for_latents(observations, num_samples), latents)
+  if mode == "released":
+    return decoder_mean
   return distributions.sample_gaussian(action_key, decoder_mean, decoder_std)
 
 
@@ -365,15 +390,19 @@ def actor_loss(
     alpha: jax.Array,
     log_prob: jax.Array,
     beta: jax.Array | float,
+    entropy_constraint: str = "max",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Behaviour-regularised policy improvement with a maximum-entropy constraint (Eq. 8, App. F).
+  """Behaviour-regularised policy improvement with an entropy constraint (Eq. 8, App. F).
 
-    min_theta E_s[ -E_{a~pi} min_j Q_j(s, a) + alpha(s) KL(s) + beta (H(pi(.|s)) - H0) ]
+    min_theta E_s[ -E_{a~pi} min_j Q_j(s, a) + alpha(s) KL(s) + beta g(pi(.|s)) ]
 
-  is the Lagrangian of max E[Q] s.t. KL(s) <= eps_KL and H(pi(.|s)) <= H0. With
-  H = -E[log pi] and H0 constant, loss = mean_s[-Q + alpha(s) KL(s) - beta log pi]:
-  a *maximum*-entropy constraint pushes entropy down, against the KL term
-  (KL = cross-entropy - H) that pushes it up. Pass beta = 0 to drop it.
+  is the Lagrangian of max E[Q] s.t. KL(s) <= eps_KL and g <= 0, with H = -E[log pi]
+  and H0 constant:
+    "max" (paper, gym): H(pi) <= H0, g = H - H0, loss term -beta log pi; it pushes
+        entropy down, against the KL term (KL = cross-entropy - H) that pushes it up;
+    "min" (paper's Adroit table, released MMD code): H(pi) >= H0, g = H0 - H, loss
+        term +beta log pi; it keeps the policy from collapsing.
+  Pass beta = 0 to drop it.
 
   q_values [heads, n, N] at the current policy's samples, kl [N], alpha [N],
   log_prob [n, N]; the gradient flows through q_values, kl and log_prob, which
@@ -384,7 +413,8 @@ def actor_loss(
   alpha = jax.lax.stop_gradient(alpha)
   beta = jax.lax.stop_gradient(beta)
   mean_log_prob = jnp.mean(log_prob, axis=0)
-  loss = jnp.mean(-expected_q + alpha * kl - beta * mean_log_prob)
+  entropy_term = -_entropy_sign(entropy_constraint) * beta * mean_log_prob
+  loss = jnp.mean(-expected_q + alpha * kl + entropy_term)
   metrics = {
       "actor_loss": loss,
       "policy_q": jnp.mean(expected_q),
@@ -395,14 +425,16 @@ def actor_loss(
 
 
 def initial_policy_loss(
-    kl: jax.Array, log_prob: jax.Array, beta: jax.Array | float
+    kl: jax.Array, log_prob: jax.Array, beta: jax.Array | float, entropy_constraint: str = "max"
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """argmin_pi KL(pi || pi_b) with the entropy constraint active (Alg. 1 line 2, App. F Initialization).
 
-  kl [N], log_prob [n, N]; the same entropy sign as `actor_loss`.
+  kl [N], log_prob [n, N]; the same entropy term as `actor_loss`: -beta log pi for
+  "max", +beta log pi for "min".
   """
   mean_log_prob = jnp.mean(log_prob, axis=0)
-  loss = jnp.mean(kl - jax.lax.stop_gradient(beta) * mean_log_prob)
+  entropy_term = -_entropy_sign(entropy_constraint) * jax.lax.stop_gradient(beta) * mean_log_prob
+  loss = jnp.mean(kl + entropy_term)
   return loss, {"kl": jnp.mean(kl), "policy_entropy": -jnp.mean(mean_log_prob)}
 
 
@@ -420,36 +452,65 @@ def lagrange_multiplier_loss(multiplier: jax.Array, violation: jax.Array) -> jax
   return -jnp.mean(multiplier * jax.lax.stop_gradient(violation))
 
 
-def alpha_loss(
+def alpha_dual_target(
+    log_alpha: jax.Array,
+    kl: jax.Array,
+    kl_threshold: jax.Array | float,
+    step_size: float,
+    log_alpha_bounds: tuple[float, float],
+) -> jax.Array:
+  """The state-wise dual step of Alg. 1 line 8, taken in log space and projected onto bounds.
+
+    paper: alpha(s) <- alpha(s) + lr_alpha (KL(s) - eps_KL)
+    here:  log alpha(s) <- clip(log alpha(s) + eta clip((KL(s) - eps_KL) / eps_KL, -1, 1),
+                                log alpha_min, log alpha_max)
+
+  Same sign and fixed point: alpha(s) grows where KL(s) > eps_KL and shrinks
+  where it is below. The multiplicative (mirror-descent) step keeps alpha > 0;
+  dividing by eps_KL makes it free of the divergence's units; clipping the
+  relative violation at 1 bounds one step to a factor e^eta, whatever the
+  network, so alpha(s) moves no faster than e^(eta T) in T updates; the
+  projection holds the bounds without windup. log_alpha, kl [N] -> target [N],
+  with no gradient.
+  """
+  relative_violation = jnp.clip((kl - kl_threshold) / kl_threshold, -1.0, 1.0)
+  target = jnp.clip(log_alpha + step_size * relative_violation, *log_alpha_bounds)
+  return jax.lax.stop_gradient(target)
+
+
+def alpha_loss(log_alpha: jax.Array, target: jax.Array) -> jax.Array:
+  """1/2 E_s[(log alpha(s) - target(s))^2]: the regression that carries the dual step into
+  the alpha(s) network's parameters (the learner sizes its step to land on the target)."""
+  return 0.5 * jnp.mean((log_alpha - jax.lax.stop_gradient(target)) ** 2)
+
+
+def global_alpha_loss(
     alpha: jax.Array, kl: jax.Array, kl_threshold: jax.Array | float
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """State-wise dual step for KL(s) <= eps_KL (Alg. 1 line 8).
+  """Released code: one alpha for all states, alpha <- alpha + lr E_s[KL(s) - eps_KL].
 
-    alpha(s) <- alpha(s) + lr (KL(s) - eps_KL),
-  i.e. minimise -E_s[alpha(s) stop_grad(KL(s) - eps_KL)] over the alpha
-  network's parameters (alpha [N] is that network's output, kl [N]). A global
-  alpha (released code) is the same loss with alpha broadcast over states.
+  Minimises -E_s[alpha stop_grad(KL(s) - eps_KL)] with the optimiser on alpha's
+  softplus parameter (alpha [N] is the scalar broadcast over states).
   """
-  violation = kl - kl_threshold
-  loss = lagrange_multiplier_loss(alpha, violation)
-  return loss, {
-      "alpha_loss": loss,
-      "alpha": jnp.mean(alpha),
-      "kl_violation_fraction": jnp.mean(jax.lax.stop_gradient(violation) > 0.0),
-  }
+  loss = lagrange_multiplier_loss(alpha, kl - kl_threshold)
+  return loss, {"alpha_loss": loss}
 
 
 def entropy_loss(
-    beta: jax.Array, log_prob: jax.Array, target_entropy: jax.Array | float
+    beta: jax.Array, log_prob: jax.Array, target_entropy: jax.Array | float,
+    entropy_constraint: str = "max",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Dual step for the maximum-entropy constraint H(pi) <= H0 (Alg. 1 line 9).
+  """Dual step for the entropy constraint (Alg. 1 line 9).
 
-    beta <- beta + lr (H(pi(.|s)) - H0),
+    "max", H(pi) <= H0: beta <- beta + lr (H(pi(.|s)) - H0), beta grows while the
+        policy is more random than H0 allows;
+    "min", H(pi) >= H0: beta <- beta + lr (H0 - H(pi(.|s))), beta grows while the
+        policy is less random than H0 requires;
   with H estimated as -E[log pi(a|s)] from the policy samples (log_prob [n, N]
-  or [N]); beta grows while the policy is more random than H0 allows.
+  or [N]).
   """
   entropy = -jnp.mean(log_prob)
-  loss = lagrange_multiplier_loss(beta, entropy - target_entropy)
+  loss = lagrange_multiplier_loss(beta, _entropy_sign(entropy_constraint) * (entropy - target_entropy))
   return loss, {"entropy_loss": loss, "beta": jnp.mean(beta), "policy_entropy": entropy}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import flax.linen as nn
 import flax.struct
@@ -263,21 +264,56 @@ class MemberAssignment:
 
 
 class StateAlpha(nn.Module):
-  """alpha(s) > 0: the state-wise KL multiplier network, softplus output (Sec. 3.2, App. F).
+  """alpha(s) > 0: the state-wise KL multiplier network (Sec. 3.2, App. F), in log space.
 
-  The pre-softplus output is offset so alpha(s) starts near `initial` in every
-  state (the paper gives no start; the released code's global alpha starts at
-  10). A start below the entropy multiplier would let the actor's entropy term
-  outweigh the KL term's and collapse the policy before the dual step reacts.
+  The network's output is log alpha(s), kept inside [log minimum, log maximum]
+  (the dual step's projection). Its last layer starts at zero, so alpha(s) =
+  `initial` in every state at the start (the paper gives no start; the released
+  code's global alpha starts at 10). A start below the entropy multiplier would
+  let the actor's entropy term outweigh the KL term's and collapse the policy
+  before the dual step reacts. `log_alpha` is the unclipped output that the dual
+  step regresses; `__call__` is alpha(s).
   """
 
   hidden_dims: Sequence[int] = (256, 256, 256)
-  initial: float = 1.0
+  initial: float = 10.0
+  minimum: float = 1e-3
+  maximum: float = 1e4
 
-  @nn.compact
+  def setup(self):
+    self.trunk = [nn.Dense(width) for width in self.hidden_dims]
+    self.head = nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
+
+  def log_alpha(self, observations: jax.Array) -> jax.Array:
+    x = observations
+    for layer in self.trunk:
+      x = nn.relu(layer(x))
+    return self.head(x)[..., 0] + math.log(self.initial)
+
   def __call__(self, observations: jax.Array) -> jax.Array:
-    raw = MLP(self.hidden_dims, 1, name="mlp")(observations)[..., 0]
-    return jax.nn.softplus(raw + _inverse_softplus(self.initial))
+    log_alpha = jnp.clip(self.log_alpha(observations), math.log(self.minimum), math.log(self.maximum))
+    return jnp.exp(log_alpha)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _clip_keeping_inward_gradient(raw: jax.Array, low: float, high: float) -> jax.Array:
+  """clip(raw, low, high) whose gradient passes straight through, except where a descent
+  step would push raw further outside the bounds: there it is zero, so raw stays near the
+  bound instead of drifting past it, and a reversed push moves the value again at once."""
+  return jnp.clip(raw, low, high)
+
+
+def _clip_forward(raw, low, high):
+  return jnp.clip(raw, low, high), raw
+
+
+def _clip_backward(low, high, raw, cotangent):
+  # Descent moves raw by -cotangent: outward is up at the top bound, down at the bottom one.
+  outward = ((raw >= high) & (cotangent < 0)) | ((raw <= low) & (cotangent > 0))
+  return (jnp.where(outward, jnp.zeros_like(cotangent), cotangent),)
+
+
+_clip_keeping_inward_gradient.defvjp(_clip_forward, _clip_backward)
 
 
 class LagrangeMultiplier(nn.Module):
@@ -285,28 +321,36 @@ class LagrangeMultiplier(nn.Module):
 
   Used for the global alpha, the entropy multiplier beta and the released
   code's gradient-penalty weight. `minimum` floors the value (released code:
-  the GP weight never drops below its initial 0.1); the floor clips raw with a
-  straight-through gradient so the dual step can still move it back up.
+  the GP weight never drops below its initial 0.1) and `maximum` caps it
+  (released code: softplus^-1(1e4) on every multiplier). Both clip raw with a
+  straight-through gradient that is cut only where it would push raw further
+  out: a plain straight-through clip lets raw drift past the bound for as long
+  as the dual pushes, and the value then stays pinned there for as long again
+  after the push reverses; here it leaves the bound within a few steps.
   """
 
   initial: float = 1.0
   minimum: float | None = None
+  maximum: float | None = None
 
   @nn.compact
   def __call__(self) -> jax.Array:
     raw = self.param("raw", nn.initializers.constant(_inverse_softplus(self.initial)), ())
-    if self.minimum is not None:
-      floor = _inverse_softplus(self.minimum)
-      raw = raw + jax.lax.stop_gradient(jnp.maximum(raw, floor) - raw)
+    if self.minimum is not None or self.maximum is not None:
+      low = -math.inf if self.minimum is None else _inverse_softplus(self.minimum)
+      high = math.inf if self.maximum is None else _inverse_softplus(self.maximum)
+      raw = _clip_keeping_inward_gradient(raw, low, high)
     return jax.nn.softplus(raw)
 
 
 class GlobalAlpha(nn.Module):
-  """One alpha for every state (released code, initial 10); returns alpha broadcast to [...]."""
+  """One alpha for every state (released code: initial 10, capped at 1e4); returns alpha
+  broadcast to [...]."""
 
   initial: float = 10.0
+  maximum: float | None = 1e4
 
   @nn.compact
   def __call__(self, observations: jax.Array) -> jax.Array:
-    alpha = LagrangeMultiplier(self.initial, name="multiplier")()
+    alpha = LagrangeMultiplier(self.initial, maximum=self.maximum, name="multiplier")()
     return jnp.broadcast_to(alpha, observations.shape[:-1])

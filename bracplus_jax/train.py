@@ -102,14 +102,17 @@ class Trainer:
     if self.sharding is not None:  # every device holds the whole dataset
       transitions = jax.device_put(transitions, NamedSharding(self.sharding.mesh, PartitionSpec()))
     self.transitions = transitions
-    self.algorithm = learner.BRACPlus(config.algo, transitions.observation_dim, transitions.action_dim)
+    self.algorithm = learner.BRACPlus(
+        config.algo, transitions.observation_dim, transitions.action_dim,
+        behavior_steps=config.behavior_steps, policy_init_steps=config.policy_init_steps)
     self._scans: dict[tuple[str, int], Callable] = {}
     over_seeds = lambda f: jax.jit(jax.vmap(f, in_axes=(0, None, 0)))  # noqa: E731
     algorithm = self.algorithm
     self._init = jax.jit(jax.vmap(algorithm.init))
     self._start_rl = jax.jit(jax.vmap(algorithm.start_rl))
     self._set_target_entropy = over_seeds(algorithm.set_target_entropy)
-    self._set_kl_threshold = over_seeds(lambda s, o, k: algorithm.set_kl_threshold(s, o, k)[0])
+    self._set_kl_threshold = over_seeds(
+        lambda s, o, k: algorithm.set_kl_threshold(algorithm.end_policy_init(s), o, k)[0])
     self._gp_from_dataset = over_seeds(
         lambda s, o, k: algorithm.set_gp_threshold(s, o, k, use_dataset=True))
     self._gp_per_epoch = self._gp_from_dataset if config.algo.gp_threshold == "dataset" else (
@@ -161,7 +164,8 @@ class Trainer:
       state, keys, metrics = self._run_steps(
           "epoch", state, keys, config.steps_per_epoch, f"epoch {epoch}/{config.epochs}")
       keys, threshold_keys = _split(keys)
-      state = self._gp_per_epoch(state, transitions.observations, threshold_keys)
+      state, epoch_metrics = self._gp_per_epoch(state, transitions.observations, threshold_keys)
+      metrics |= jax.tree.map(np.asarray, epoch_metrics)
       metrics["kl_threshold"] = np.asarray(state.kl_threshold)
       metrics["gp_threshold"] = np.asarray(state.gp_threshold)
       return state, keys, UnitResult("epoch", epoch, config.steps_per_epoch, metrics)
@@ -178,12 +182,12 @@ class Trainer:
       sample = transitions.sample(jax.random.key(config.seed), min(transitions.size, TARGET_ENTROPY_STATES))
       state = self._set_target_entropy(state, sample, use_keys)
       metrics = {"target_entropy": np.asarray(state.target_entropy)}
-    elif name == "kl_threshold":  # eps_KL from the initial policy (App. F)
+    elif name == "kl_threshold":  # eps_KL from the initial policy (App. F), now also the target policy
       state = self._set_kl_threshold(state, transitions.observations, use_keys)
       metrics = {"kl_threshold": np.asarray(state.kl_threshold)}
     else:  # start_rl: the RL learning rates, and eps_GP for the first epoch from the initial policy
-      state = self._gp_from_dataset(self._start_rl(state), transitions.observations, use_keys)
-      metrics = {"gp_threshold": np.asarray(state.gp_threshold)}
+      state, metrics = self._gp_from_dataset(self._start_rl(state), transitions.observations, use_keys)
+      metrics = jax.tree.map(np.asarray, metrics) | {"gp_threshold": np.asarray(state.gp_threshold)}
     return state, keys, UnitResult(name, None, 0, metrics)
 
 

@@ -69,8 +69,11 @@ def algorithm_config() -> ml_collections.ConfigDict:
   algo.policy_init_lr = 1e-3
   algo.critic_lr = 3e-4
   algo.policy_lr = 5e-6
-  algo.alpha_lr = 1e-3
+  algo.alpha_lr = 1e-3  # Adam on the global alpha (released); alpha(s) uses alpha_dual_step
   algo.entropy_lr = 1e-3
+  # Behaviour VAE and initial policy rates: constant | released: x1, .5, .1, .05, .01 of the
+  # rate over fifths of behavior_steps resp. policy_init_steps (the VAEs stay at .01 in RL).
+  algo.startup_lr_schedule = "constant"
   algo.gamma = 0.99
   algo.tau = 5e-3  # Polyak rate of the target critic (released: 1e-3)
 
@@ -82,10 +85,21 @@ def algorithm_config() -> ml_collections.ConfigDict:
   algo.kl_policy_samples = 1  # released code: 5
   algo.mmd_sigma = 120.0  # Laplacian kernel width (the paper's and released code's Adroit value)
   algo.mmd_samples = 5
+  # root: sqrt(MMD^2 + 1e-6), the released code's, the scale its 0.001 mmd_margin was tuned
+  # on: from MMD^2 = 1e-3 it allows +6% of MMD^2, on MMD^2 itself +100% | squared: MMD^2
+  algo.mmd_scale = "root"
+  # sampled: z ~ N(0, I), u ~ p(u|s,z) | released: z clipped to +-0.5, u = the decoder's mean
+  algo.mmd_behavior_samples = "sampled"
 
   # State-wise Lagrange multiplier alpha(s) (Sec. 3.2).
   algo.alpha = "state"  # state: alpha(s) network (paper) | global: one scalar (released)
   algo.alpha_init = 10.0  # alpha's start, in every state (released code's global alpha: 10)
+  # alpha(s)'s dual step (Alg. 1 line 8) in log space: log alpha(s) moves by at most
+  # alpha_dual_step per update (at |KL(s) - eps_KL| >= eps_KL), so by at most e^1 = 2.7x
+  # in 1,000 updates, and stays in [alpha_min, alpha_max].
+  algo.alpha_dual_step = 1e-3
+  algo.alpha_min = 1e-3
+  algo.alpha_max = 1e4  # the released code's cap on its global alpha
   algo.kl_margin = 0.2  # eps_KL = initial policy's mean KL over the dataset + this margin
   algo.mmd_margin = 0.001  # the same with divergence = "mmd" (released code's Adroit value)
 
@@ -101,8 +115,12 @@ def algorithm_config() -> ml_collections.ConfigDict:
   algo.td_backup = "expected"  # expected: E_{a'~pi} min_j Q'_j (paper) | max: released
   algo.td_max_samples = 5
 
-  # Entropy: maximum-entropy constraint H(pi) <= H0 (App. F).
-  algo.target_entropy = None  # None: behaviour NLL - act_dim * ln 4 (released code's rule)
+  # Entropy constraint (App. F): max: H(pi) <= H0 (paper, gym) | min: H(pi) >= H0 (the
+  # paper's Adroit table, the released MMD code: +beta log pi in the actor).
+  algo.entropy_constraint = "max"
+  # None: the released code's rule, behaviour NLL - act_dim * ln 4 for max, the behaviour
+  # NLL itself for min.
+  algo.target_entropy = None
   algo.entropy_init = 1.0  # initial beta
 
   # Released code: the behaviour VAEs keep taking one step per RL update.
@@ -163,4 +181,5 @@ def adroit_task(env: str) -> ml_collections.ConfigDict:
   config.algo.policy_lr = 5e-8
   config.algo.gp_weighting = "hard"
   config.algo.gp_max_ood_grad_norm = 0.005
+  config.algo.entropy_constraint = "min"  # the paper's Adroit table: "Minimum entropy H0"
   return config

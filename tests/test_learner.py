@@ -92,7 +92,7 @@ def test_released_code_gp_threshold_is_mean_plus_std_of_the_epoch_s_divergences(
   state = algorithm.init(jax.random.key(0))
   seen = np.random.default_rng(0).gamma(2.0, size=1000)
   state = state.replace(epoch_kl_moments=jnp.asarray([seen.size, seen.sum(), (seen**2).sum()], jnp.float32))
-  state = algorithm.set_gp_threshold(state, None, None, use_dataset=False)
+  state, _ = algorithm.set_gp_threshold(state, None, None, use_dataset=False)
   assert float(state.gp_threshold) == pytest.approx(seen.mean() + seen.std(), rel=1e-4)
   np.testing.assert_array_equal(state.epoch_kl_moments, np.zeros(3))
 
@@ -230,3 +230,54 @@ def test_without_regularisation_the_policy_leaves_the_support(one_step_dataset):
   state = train.train(one_step_config(regularised=False), one_step_dataset, progress=False)
   actions = deterministic_actions(state, one_step_dataset.transitions.observations[:256])
   assert np.all(np.median(actions, axis=1) > SUPPORT + 0.25), np.median(actions, axis=1)
+
+
+# ---------------------------------------------------------------------------
+# Fig. 3's claim on a one-step task with two classes of states: in class A the behaviour
+# is wide and the reward steep, in class B narrow and shallow, so the KL a given alpha
+# allows differs by orders of magnitude between them while the constraint binds in both.
+# A state-wise alpha(s) holds KL(s) at eps_KL in both classes; one global alpha cannot.
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_class_dataset(tmp_path_factory):
+  rng = np.random.default_rng(0)
+  size = 4000
+  classes = np.arange(size) % 2
+  widths = np.where(classes == 0, 0.5, 0.1)  # behaviour std in pre-tanh space
+  slopes = np.where(classes == 0, 50.0, 5.0)  # reward = slope * action
+  actions = np.tanh(rng.normal(size=size) * widths)[:, None].astype(np.float32)
+  observations = (np.where(classes == 0, 1.0, -1.0) + rng.normal(0, 0.1, size))[:, None].astype(np.float32)
+  path = write_d4rl_file(
+      tmp_path_factory.mktemp("two_class") / "two_class.hdf5",
+      observations=observations, actions=actions, rewards=slopes * actions[:, 0],
+      terminals=np.ones(size, bool), timeouts=np.zeros(size, bool), next_observations=observations)
+  return data.load_dataset(f"hdf5:{path}", scale_rewards=False, progress=False), classes
+
+
+def two_class_kl_ratios(dataset, classes, alpha):
+  config = small_config(alpha=alpha, alpha_dual_step=0.02, alpha_lr=0.05, kl_margin=2.0,
+                        policy_lr=3e-3, critic_lr=3e-3)
+  for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims", "alpha_hidden_dims"):
+    config.algo[name] = (32, 32)
+  config.batch_size = 128
+  config.behavior_steps, config.policy_init_steps, config.critic_init_steps = 1000, 500, 250
+  config.epochs, config.steps_per_epoch, config.num_seeds = 8, 500, 2
+  trainer = train.Trainer(config, dataset, progress=False)
+  state, _ = trainer.run()
+  divergence = np.asarray(jax.vmap(trainer.algorithm.dataset_divergence, in_axes=(0, None, 0))(
+      state, dataset.transitions.observations, jax.random.split(jax.random.key(1), 2)))
+  kl_threshold = np.asarray(state.kl_threshold)
+  return np.stack([divergence[:, classes == k].mean(axis=1) / kl_threshold for k in (0, 1)], axis=1)
+
+
+def test_state_wise_alpha_holds_kl_at_its_threshold_in_both_classes_of_states(two_class_dataset):
+  ratios = two_class_kl_ratios(*two_class_dataset, alpha="state")  # [seeds, classes]
+  np.testing.assert_allclose(ratios, 1.0, rtol=0.2)
+
+
+def test_one_global_alpha_cannot_hold_both_classes_at_the_threshold(two_class_dataset):
+  ratios = two_class_kl_ratios(*two_class_dataset, alpha="global")
+  # Every seed leaves one class well above eps_KL and the other well below.
+  assert np.all(ratios[:, 0] > 1.2) and np.all(ratios[:, 1] < 0.8), ratios

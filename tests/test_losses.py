@@ -325,6 +325,38 @@ def test_sample_behavior_draws_from_the_generative_path():
   np.testing.assert_allclose(samples.std(1), np.sqrt(W**2 + S**2), rtol=0.02)
 
 
+def test_released_behavior_samples_are_decoder_means_at_latents_clipped_to_half():
+  # toy_decode's mean W z + B is invertible: each sample's latent is (u - B) / W.
+  observations = jnp.zeros((2, 1))
+  samples = losses.sample_behavior(
+      jax.random.PRNGKey(0), toy_decode, observations, latent_dim=1, num_samples=20_000, mode="released")
+  latents = (np.asarray(samples) - B) / W
+  assert np.all(np.abs(latents) <= 0.5 + 1e-5)
+  # No decoder noise: P(|z| > 0.5) = 0.617 of the standard normal draws land on +-0.5 exactly.
+  at_the_clip = np.isclose(np.abs(latents), 0.5, atol=1e-5)
+  assert np.mean(at_the_clip) == pytest.approx(2 * stats.norm.sf(0.5), abs=0.02)
+  inside = latents[~at_the_clip]
+  assert np.std(inside) == pytest.approx(stats.truncnorm(-0.5, 0.5).std(), rel=0.05)
+
+
+def test_released_behavior_samples_match_a_direct_decode_call():
+  vae = networks.ConditionalVAE(ACT_DIM, LATENT_DIM, hidden_dims=(8,))
+  observations = jnp.asarray(np.random.default_rng(5).normal(size=(4, OBS_DIM)), jnp.float32)
+  params = random_params(vae, observations, jnp.zeros((4, ACT_DIM)), jnp.zeros((4, LATENT_DIM)), scale=1.0)
+  decode = partial(vae.apply, params, method="decode")
+  key = jax.random.PRNGKey(3)
+  samples = losses.sample_behavior(key, decode, observations, LATENT_DIM, 6, mode="released")
+  latent_key, _ = jax.random.split(key)
+  latents = np.clip(np.asarray(jax.random.normal(latent_key, (4, 6, LATENT_DIM))), -0.5, 0.5)
+  repeated = np.repeat(np.asarray(observations)[:, None, :], 6, axis=1)
+  expected_mean, _ = vae.apply(params, repeated, latents, method="decode")
+  np.testing.assert_allclose(samples, expected_mean, rtol=1e-5, atol=1e-6)
+  drawn = losses.sample_behavior(key, decode, observations, LATENT_DIM, 6, mode="sampled")
+  assert not np.allclose(drawn, samples)  # the model's draws carry the decoder's noise
+  with pytest.raises(ValueError, match="released"):
+    losses.sample_behavior(key, decode, observations, LATENT_DIM, 6, mode="mean")
+
+
 # ---------------------------------------------------------------------------
 # Gradient penalty and policy evaluation (Eq. 10)
 # ---------------------------------------------------------------------------
@@ -465,41 +497,48 @@ def test_initial_policy_loss_matches_numpy():
   assert float(loss) == pytest.approx(np.mean(kl - 0.5 * log_prob.mean(0)), rel=1e-6)
 
 
+# H(pi) <= H0 ("max") is the Lagrangian term beta (H - H0) = -beta log pi + const;
+# H(pi) >= H0 ("min") is beta (H0 - H) = +beta log pi + const.
+ENTROPY_TERM_SIGN = {"max": -1.0, "min": 1.0}
+
+
+@pytest.mark.parametrize("constraint", ["max", "min"])
+def test_actor_loss_entropy_term_follows_the_constraint_direction(constraint):
+  rng = np.random.default_rng(14)
+  q_values, log_prob = rng.normal(size=(2, 3, 4)), rng.normal(size=(3, 4))
+  kl, alpha, beta = rng.uniform(size=4), rng.uniform(1, 2, size=4), 0.7
+  sign = ENTROPY_TERM_SIGN[constraint]
+  expected = np.mean(-np.minimum(q_values[0], q_values[1]).mean(0) + alpha * kl + sign * beta * log_prob.mean(0))
+  loss, metrics = losses.actor_loss(q_values, kl, alpha, log_prob, beta, constraint)
+  assert float(loss) == pytest.approx(expected, rel=1e-5)
+  assert float(metrics["policy_entropy"]) == pytest.approx(-log_prob.mean(), rel=1e-5)
+  log_prob_grad = jax.grad(lambda lp: losses.actor_loss(q_values, kl, alpha, lp, beta, constraint)[0])(
+      jnp.asarray(log_prob))
+  # Descending the loss: "max" raises log pi (less entropy), "min" lowers it (more entropy).
+  np.testing.assert_allclose(log_prob_grad, sign * beta / 12, rtol=1e-6)
+
+
+@pytest.mark.parametrize("constraint", ["max", "min"])
+def test_initial_policy_loss_entropy_term_follows_the_constraint_direction(constraint):
+  kl, log_prob = np.array([0.2, 1.5]), np.array([[0.3, -0.4], [0.1, 0.2]])
+  sign = ENTROPY_TERM_SIGN[constraint]
+  loss, _ = losses.initial_policy_loss(kl, log_prob, 0.5, constraint)
+  assert float(loss) == pytest.approx(np.mean(kl + sign * 0.5 * log_prob.mean(0)), rel=1e-6)
+  log_prob_grad = jax.grad(lambda lp: losses.initial_policy_loss(kl, lp, 0.5, constraint)[0])(
+      jnp.asarray(log_prob))
+  np.testing.assert_allclose(log_prob_grad, np.full((2, 2), sign * 0.5 / 4), rtol=1e-6)
+
+
+def test_entropy_losses_reject_an_unknown_constraint():
+  with pytest.raises(ValueError, match="max, min|'max', 'min'"):
+    losses.entropy_loss(jnp.asarray(1.0), jnp.zeros(3), 0.0, "upper")
+
+
 def sgd_step(loss_fn, params, learning_rate=0.1):
   optimizer = optax.sgd(learning_rate)
   grads = jax.grad(loss_fn)(params)
   updates, _ = optimizer.update(grads, optimizer.init(params))
   return optax.apply_updates(params, updates)
-
-
-def test_alpha_step_moves_each_state_toward_its_constraint():
-  # One free multiplier per state (softplus of its own parameter): the exact per-state dual step.
-  kl = jnp.array([0.1, 2.0, 0.9, 1.4, 1.0])
-  threshold = 1.0
-  raw = jnp.zeros(5)
-
-  def loss(raw_alpha):
-    return losses.alpha_loss(jax.nn.softplus(raw_alpha), kl, threshold)[0]
-
-  change = jax.nn.softplus(sgd_step(loss, raw)) - jax.nn.softplus(raw)
-  np.testing.assert_array_equal(np.sign(change), np.sign(kl - threshold))
-
-
-@pytest.mark.parametrize("kl_value, direction", [(2.5, 1.0), (0.3, -1.0)])
-def test_alpha_network_step_follows_the_state_violation(kl_value, direction):
-  alpha_net = networks.StateAlpha(hidden_dims=(8,))
-  obs = np.random.default_rng(10).normal(size=(5, OBS_DIM)).astype(np.float32)
-  params = random_params(alpha_net, obs, seed=4)
-  for state in range(5):
-    one_state = np.repeat(obs[state : state + 1], 3, axis=0)
-
-    def loss(p):
-      return losses.alpha_loss(alpha_net.apply(p, one_state), jnp.full(3, kl_value), 1.0)[0]
-
-    change = alpha_net.apply(sgd_step(loss, params, 0.01), obs[state : state + 1]) - alpha_net.apply(
-        params, obs[state : state + 1]
-    )
-    assert np.sign(float(change[0])) == direction
 
 
 @pytest.mark.parametrize("kl_value, direction", [(2.5, 1.0), (0.3, -1.0)])
@@ -509,14 +548,17 @@ def test_global_alpha_step_follows_the_mean_violation(kl_value, direction):
   params = jax.jit(global_alpha.init)(jax.random.PRNGKey(0), obs)
 
   def loss(p):
-    return losses.alpha_loss(global_alpha.apply(p, obs), jnp.full(4, kl_value), 1.0)[0]
+    return losses.global_alpha_loss(global_alpha.apply(p, obs), jnp.full(4, kl_value), 1.0)[0]
 
   change = global_alpha.apply(sgd_step(loss, params), obs)[0] - global_alpha.apply(params, obs)[0]
   assert np.sign(float(change)) == direction
 
 
-@pytest.mark.parametrize("entropy, direction", [(1.5, 1.0), (-0.5, -1.0)])
-def test_beta_step_enforces_the_maximum_entropy(entropy, direction):
+@pytest.mark.parametrize("constraint, entropy, direction", [
+    ("max", 1.5, 1.0), ("max", -0.5, -1.0),  # H(pi) <= H0: beta grows while H(pi) > H0
+    ("min", -0.5, 1.0), ("min", 1.5, -1.0),  # H(pi) >= H0: beta grows while H(pi) < H0
+])
+def test_beta_step_enforces_the_entropy_constraint(constraint, entropy, direction):
   beta = networks.LagrangeMultiplier(initial=1.0)
   params = jax.jit(beta.init)(jax.random.PRNGKey(0))
   log_prob = -entropy + np.random.default_rng(11).normal(0, 0.1, size=(2, 6))
@@ -524,10 +566,15 @@ def test_beta_step_enforces_the_maximum_entropy(entropy, direction):
   target_entropy = 0.5
 
   def loss(p):
-    return losses.entropy_loss(beta.apply(p), jnp.asarray(log_prob), target_entropy)[0]
+    return losses.entropy_loss(beta.apply(p), jnp.asarray(log_prob), target_entropy, constraint)[0]
 
   change = beta.apply(sgd_step(loss, params)) - beta.apply(params)
-  assert np.sign(float(change)) == direction  # beta grows while H(pi) > H0
+  assert np.sign(float(change)) == direction
+  # One SGD step on beta = softplus(raw): raw += lr softplus'(raw) g, g = H - H0 ("max"), H0 - H ("min").
+  raw = float(params["params"]["raw"])
+  violation = (entropy - target_entropy) * (1.0 if constraint == "max" else -1.0)
+  new_raw = raw + 0.1 * violation / (1.0 + np.exp(-raw))
+  assert float(change) == pytest.approx(np.log1p(np.exp(new_raw)) - np.log1p(np.exp(raw)), rel=1e-4)
 
 
 @pytest.mark.parametrize("norm, direction", [(0.05, 1.0), (0.001, -1.0)])

@@ -5,6 +5,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from bracplus_jax import networks
@@ -204,11 +205,61 @@ def test_state_alpha_is_positive_and_global_alpha_starts_at_its_initial_value():
   np.testing.assert_allclose(global_alpha.apply(global_params, observations(3)), [10.0] * 3, rtol=1e-5)
 
 
-def test_lagrange_multiplier_floor_keeps_its_gradient():
+def test_lagrange_multiplier_floor_keeps_the_gradient_that_moves_it_back_up():
   multiplier = networks.LagrangeMultiplier(initial=0.1, minimum=0.1)
   params = jax.jit(multiplier.init)(jax.random.PRNGKey(0))
   assert float(multiplier.apply(params)) == pytest.approx(0.1, rel=1e-5)
   lowered = jax.tree.map(lambda x: x - 5.0, params)
   assert float(multiplier.apply(lowered)) == pytest.approx(0.1, rel=1e-5)
-  grad = jax.grad(lambda p: multiplier.apply(p))(lowered)["params"]["raw"]
-  assert float(grad) > 0.0
+
+  def raw_gradient(objective, p):
+    return float(jax.grad(objective)(p)["params"]["raw"])
+
+  # Descending -value raises raw: it passes the floor (straight through, softplus'(floor)).
+  floor_slope = 1.0 / (1.0 + np.exp(-float(params["params"]["raw"])))
+  assert raw_gradient(lambda p: -multiplier.apply(p), lowered) == pytest.approx(-floor_slope, rel=1e-5)
+  # Descending value would push raw further below the floor: cut, so raw cannot drift away.
+  assert raw_gradient(lambda p: multiplier.apply(p), lowered) == 0.0
+  # Inside the bounds both directions pass.
+  raised = jax.tree.map(lambda x: x + 1.0, params)
+  assert raw_gradient(lambda p: multiplier.apply(p), raised) == pytest.approx(
+      1.0 / (1.0 + np.exp(-float(raised["params"]["raw"]))), rel=1e-5)
+
+
+def dual_push(multiplier, optimizer, violations):
+  """The multiplier after each dual step on -value * violation (the Lagrange multiplier loss)."""
+  params = multiplier.init(jax.random.PRNGKey(0))
+
+  def step(carry, violation):
+    params, optimizer_state = carry
+    gradients = jax.grad(lambda p: -multiplier.apply(p) * violation)(params)
+    updates, optimizer_state = optimizer.update(gradients, optimizer_state, params)
+    params = optax.apply_updates(params, updates)
+    return (params, optimizer_state), multiplier.apply(params)
+
+  _, values = jax.jit(lambda v: jax.lax.scan(step, (params, optimizer.init(params)), v))(violations)
+  return np.asarray(values)
+
+
+@pytest.mark.parametrize("bound", ["maximum", "minimum"])
+@pytest.mark.parametrize("optimizer, release_steps", [(optax.sgd(0.05), 2), (optax.adam(0.01), 10)],
+                         ids=["sgd", "adam"])
+def test_lagrange_multiplier_bound_holds_under_a_long_push_and_releases_when_it_reverses(
+    bound, optimizer, release_steps):
+  limit = 2.0 if bound == "maximum" else 0.5
+  multiplier = networks.LagrangeMultiplier(initial=1.0, **{bound: limit})
+  push, back = 2000, 50
+  outward = 1.0 if bound == "maximum" else -1.0  # a positive violation raises the multiplier
+  violations = outward * np.concatenate([np.ones(push), -np.ones(back)]).astype(np.float32)
+  values = dual_push(multiplier, optimizer, jnp.asarray(violations))
+  pushed, released = values[:push], values[push:]
+  if bound == "maximum":
+    assert pushed.max() <= limit * (1 + 1e-6)
+  else:
+    assert pushed.min() >= limit * (1 - 1e-6)
+  assert pushed[-1] == pytest.approx(limit, rel=1e-5)
+  # A plain straight-through clip lets raw run on ~push steps past the bound, and the value
+  # stays pinned as long again; here it leaves the bound within a few steps and keeps going.
+  moved = outward * (limit - released)
+  assert moved[release_steps - 1] > 1e-4
+  assert np.all(np.diff(moved[release_steps:]) > 0)

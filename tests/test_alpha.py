@@ -1,0 +1,118 @@
+"""The state-wise multiplier alpha(s) (Sec. 3.2, Alg. 1 line 8): its dual step against closed
+forms, its bounds, and recovery after a long one-sided violation."""
+
+import math
+import pathlib
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from configs import base  # noqa: E402
+
+from bracplus_jax import learner, losses, networks  # noqa: E402
+
+OBS = 4
+
+
+def dual_algorithm(**algo_overrides):
+  config = base.get_config()
+  for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims", "alpha_hidden_dims"):
+    config.algo[name] = (32, 32)
+  for name, value in algo_overrides.items():
+    config.algo[name] = value
+  return learner.BRACPlus(config.algo, OBS, 1)
+
+
+def two_class_states(num_states=128, seed=0):
+  """Half the states near e_0, half near e_1: the two classes a dual must tell apart."""
+  rng = np.random.default_rng(seed)
+  classes = np.arange(num_states) % 2
+  observations = rng.normal(0.0, 0.1, size=(num_states, OBS))
+  observations[np.arange(num_states), classes] += 1.0
+  return jnp.asarray(observations, jnp.float32), classes
+
+
+def run_dual(algorithm, kl_of_alpha, observations, num_steps, kl_threshold=1.0, alpha_state=None):
+  """num_steps dual steps where the divergence responds to alpha by kl_of_alpha(alpha, step);
+  returns the alpha train state and alpha(s) after every step [steps, N]."""
+  state = algorithm.init(jax.random.key(0)).replace(kl_threshold=jnp.asarray(kl_threshold))
+  if alpha_state is not None:
+    state = state.replace(alpha=alpha_state)
+
+  def body(alpha_state, step):
+    current = state.replace(alpha=alpha_state)
+    alpha_values = current.alpha.apply_fn(current.alpha.params, observations)
+    _, dual_step = algorithm.alpha_dual(current, observations, kl_of_alpha(alpha_values, step))
+    alpha_state, _ = dual_step()
+    return alpha_state, alpha_state.apply_fn(alpha_state.params, observations)
+
+  return jax.jit(lambda a: jax.lax.scan(body, a, jnp.arange(num_steps)))(state.alpha)
+
+
+def test_the_dual_target_is_the_projected_log_space_step_of_alg_1_line_8():
+  log_alpha = jnp.log(jnp.array([1.0, 1.0, 1.0, 1.0, 100.0, 0.01]))
+  kl = jnp.array([2.0, 0.5, 1.0, 30.0, 30.0, 0.0])
+  target = losses.alpha_dual_target(log_alpha, kl, 2.0, 0.1, (math.log(0.01), math.log(100.0)))
+  relative = np.clip((np.asarray(kl) - 2.0) / 2.0, -1, 1)  # 0, -0.75, -0.5, 1 (clipped 14), 1, -1
+  expected = np.clip(np.asarray(log_alpha) + 0.1 * relative, math.log(0.01), math.log(100.0))
+  np.testing.assert_allclose(target, expected, rtol=1e-6)
+  assert expected[4] == pytest.approx(math.log(100.0)) and expected[5] == pytest.approx(math.log(0.01))
+
+
+def test_alpha_starts_at_its_initial_value_in_every_state_and_stays_inside_its_bounds():
+  alpha_net = networks.StateAlpha((16,), initial=10.0, minimum=0.5, maximum=20.0)
+  observations = jax.random.normal(jax.random.key(1), (32, OBS))
+  params = alpha_net.init(jax.random.key(2), observations)
+  np.testing.assert_allclose(alpha_net.apply(params, observations), 10.0, rtol=1e-6)
+  pushed = jax.tree.map(lambda p: p + 3.0, params)  # any parameters: the output is projected
+  alpha = alpha_net.apply(pushed, observations)
+  assert float(alpha.min()) >= 0.5 - 1e-6 and float(alpha.max()) <= 20.0 + 1e-4
+
+
+def test_one_dual_step_moves_the_batch_s_log_alpha_to_its_targets_whatever_the_width():
+  # The step's length is a line search: the linearised change of log alpha(s) is the least-
+  # squares projection of the target change, so a uniform target change is met on average and
+  # a network four times as wide, or deeper, moves alpha(s) by the same amount.
+  observations, _ = two_class_states(64)
+  for hidden in ((32, 32), (128, 128, 128)):
+    algorithm = dual_algorithm(alpha_hidden_dims=hidden, alpha_dual_step=0.01)
+    _, alpha = run_dual(algorithm, lambda a, step: jnp.full_like(a, 3.0), observations, 1)
+    change = np.log(np.asarray(alpha[0]) / 10.0)
+    assert change.mean() == pytest.approx(0.01, rel=0.05)
+    assert change.min() > 0.005 and change.max() < 0.015
+
+
+def test_alpha_converges_to_each_class_s_closed_form_multiplier_and_stays_there():
+  # KL(s) = c_s / alpha(s): the constraint KL(s) = eps_KL holds at alpha*(s) = c_s / eps_KL,
+  # 2 in one class and 40 in the other; alpha starts at 10 in both.
+  observations, classes = two_class_states()
+  c = jnp.where(jnp.asarray(classes) == 0, 2.0, 40.0)
+  algorithm = dual_algorithm(alpha_dual_step=0.01)
+  _, alpha = run_dual(algorithm, lambda a, step: c / a, observations, 5000)
+  ratio = np.asarray(alpha) / np.where(classes == 0, 2.0, 40.0)
+  # Each class's (geometric) mean first, every single state later: the states of one class
+  # differ only in small features, which a network fits more slowly.
+  for k in (0, 1):
+    assert math.exp(np.log(ratio[999, classes == k]).mean()) == pytest.approx(1.0, rel=0.10)
+  np.testing.assert_allclose(ratio[3999], 1.0, rtol=0.10)
+  assert ratio[1000:].min() > 0.5 and ratio[1000:].max() < 2.0
+
+
+def test_alpha_recovers_from_a_long_one_sided_violation_within_a_bounded_number_of_steps():
+  # 5,000 steps of KL far above eps_KL drive alpha(s) to its upper bound; there it must not
+  # wind up: once the divergence falls below eps_KL it is back below 10 (the fixed point of
+  # the second phase is alpha* = 1) within log(1e4 / 10) / eta steps, plus a margin.
+  observations, _ = two_class_states(64)
+  step_size = 0.01
+  algorithm = dual_algorithm(alpha_dual_step=step_size, alpha_max=1e4)
+  alpha_state, alpha = run_dual(algorithm, lambda a, step: jnp.full_like(a, 50.0), observations, 5000)
+  assert float(np.asarray(alpha[-1]).min()) == pytest.approx(1e4, rel=0.02)  # at the bound, no further
+  _, alpha = run_dual(algorithm, lambda a, step: 1.0 / a, observations, 3000, alpha_state=alpha_state)
+  alpha = np.asarray(alpha)
+  bound = int(math.log(1e4 / 10.0) / step_size * 1.2)
+  assert alpha[bound].max() < 10.0
+  np.testing.assert_allclose(alpha[-1], 1.0, rtol=0.2)
