@@ -21,6 +21,8 @@ Variants (PAPER.md, "Variants the paper compares"):
   soft_gp       the released code's soft gradient-penalty weighting
   released      every released-code choice (configs.base.use_released_code_choices),
                 including its batch size and 2 x 256 networks
+  bc            behaviour cloning with the same policy network and evaluation: the baseline
+                (no start-up phases; no diagnostics, which are about the critic and KL)
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ def _set_algo(**fields) -> Callable[[ml_collections.ConfigDict], None]:
   return apply
 
 
+def _set_method(method: str) -> Callable[[ml_collections.ConfigDict], None]:
+  def apply(config: ml_collections.ConfigDict) -> None:
+    config.method = method
+  return apply
+
+
 def _released(config: ml_collections.ConfigDict) -> None:
   from configs import base  # the configs package sits beside this one, as launch.py uses it
   base.use_released_code_choices(config)
@@ -69,6 +77,7 @@ VARIANTS: dict[str, Callable[[ml_collections.ConfigDict], None]] = {
     "no_gp": _set_algo(gp_weighting="off"),
     "soft_gp": _set_algo(gp_weighting="soft"),
     "released": _released,
+    "bc": _set_method("bc"),
 }
 
 
@@ -229,8 +238,8 @@ def run_ablation(config: ml_collections.ConfigDict, variants: list[str], num_see
   for name, variant in configs.items():
     print(f"\n=== variant {name} ({num_seeds} seeds) ===", flush=True)
     summary = experiment.run(variant, os.path.join(parent, name), progress=progress)
-    diagnostics = final_diagnostics(summary["run_dir"])
-    print(f"diagnostics: {diagnostics}")
+    if variant.method != "bc":
+      print(f"diagnostics: {final_diagnostics(summary['run_dir'])}")
     rows.append(result_row(name, summary))
   table = ablation_table(rows)
   with open(os.path.join(parent, ABLATION_TABLE), "x") as file:

@@ -10,6 +10,7 @@ from bracplus_jax.collect import RECIPES
 from bracplus_jax.errors import InputError
 
 CHOICES = {
+    "method": ("brac_plus", "bc"),
     "algo.policy_scale": ("paper", "released"),
     "algo.divergence": ("kl", "mmd"),
     "algo.kl_ensemble": ("random_per_state", "random_per_batch", "all"),

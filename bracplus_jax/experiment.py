@@ -110,8 +110,8 @@ class Experiment:
                                      clip_actions=config.clip_actions, env_id=config.env,
                                      progress=progress)
     self.checkpointer = checkpoints.Checkpointer(os.path.join(self.run_dir, "checkpoints"))
-    if resume and self.checkpointer.latest() is None:
-      raise InputError(f"--resume: {self.run_dir} has no checkpoint yet; start it again instead")
+    if resume and self.checkpointer.latest() is None:  # stopped before its first checkpoint
+      print(f"{self.run_dir} has no checkpoint yet: starting it from the beginning there")
     if not resume:
       with open(os.path.join(self.run_dir, "config.json"), "w") as file:
         json.dump(config.to_dict(), file, indent=2, default=list)
@@ -156,12 +156,16 @@ class Experiment:
     if result.metrics:
       self.log.log(result.name, self.gradient_steps, result.metrics, result.epoch)
     last_unit = unit == self.trainer.num_units - 1
-    if result.epoch is not None and config.eval_episodes and (
-        result.epoch % config.eval_every == 0 or last_unit):
-      self.last_evaluation = self.evaluate(state, result.epoch)
-      self.log.log("eval", self.gradient_steps, self.last_evaluation, result.epoch)
+    # Epoch 0 is the initial policy (argmin KL to the behaviour model), evaluated before the
+    # first RL epoch: each learning curve starts from its own cloning baseline.
+    initial_policy = result.name == "start_rl" and config.method == "brac_plus"
+    if config.eval_episodes and (initial_policy or result.epoch is not None and (
+        result.epoch % config.eval_every == 0 or last_unit)):
+      epoch = 0 if initial_policy else result.epoch
+      self.last_evaluation = self.evaluate(state, epoch)
+      self.log.log("eval", self.gradient_steps, self.last_evaluation, epoch)
       if self.progress:
-        print(self._evaluation_line(result.epoch, self.last_evaluation), flush=True)
+        print(self._evaluation_line(epoch, self.last_evaluation), flush=True)
     if result.epoch is None or result.epoch % config.checkpoint_every == 0 or last_unit:
       self.checkpointer.save(unit + 1, state, keys, {
           "completed_units": unit + 1, "gradient_steps": self.gradient_steps,

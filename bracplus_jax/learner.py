@@ -341,6 +341,18 @@ class BRACPlus:
     state = state.replace(critic=_apply_gradients(state.critic, gradients))
     return self._polyak(state), metrics
 
+  def bc_step(self, state: BRACPlusState, batch: Transitions, key: jax.Array):
+    """The behaviour-cloning baseline: one maximum-likelihood step of the same policy network
+    on the dataset's actions, at the initial policy's learning rate (`algo.policy_init_lr`)."""
+    del key  # the likelihood of the dataset's actions needs no samples
+
+    def loss(policy_params):
+      mean, std = self.policy.apply(policy_params, batch.observations)
+      return losses.behavior_cloning_loss(mean, std, batch.actions)
+
+    gradients, metrics = jax.grad(loss, has_aux=True)(state.policy.params)
+    return state.replace(policy=_apply_gradients(state.policy, gradients)), metrics
+
   # -------------------------------------------------------------------------
   # Algorithm 1, lines 6-10: one RL update
   # -------------------------------------------------------------------------

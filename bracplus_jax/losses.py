@@ -438,6 +438,20 @@ def initial_policy_loss(
   return loss, {"kl": jnp.mean(kl), "policy_entropy": -jnp.mean(mean_log_prob)}
 
 
+def behavior_cloning_loss(
+    policy_mean: jax.Array, policy_std: jax.Array, actions: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The baseline, not part of BRAC+: -E_D[log pi(a|s)], maximum likelihood of the dataset's
+  actions under the tanh-Gaussian policy (u = atanh(clip(a)), with the tanh Jacobian).
+
+  policy_mean, policy_std [N, act] at the batch states, actions [N, act].
+  """
+  log_prob = distributions.tanh_gaussian_log_prob(
+      distributions.clipped_atanh(actions), policy_mean, policy_std)
+  loss = -jnp.mean(log_prob)
+  return loss, {"bc_nll": loss, "policy_std": jnp.mean(policy_std)}
+
+
 # ---------------------------------------------------------------------------
 # Dual steps (Alg. 1 lines 8-9) and target networks (line 10)
 # ---------------------------------------------------------------------------

@@ -74,7 +74,7 @@ def state_template(algorithm: learner.BRACPlus, config: ml_collections.ConfigDic
     return jax.vmap(algorithm.init)(init_keys), keys
 
   state, keys = jax.eval_shape(initial)
-  if completed_units > STAGES.index("start_rl"):
+  if completed_units > STAGES.index("start_rl") and config.method != "bc":
     state = jax.eval_shape(jax.vmap(algorithm.start_rl), state)
   if sharding is not None:
     state, keys = jax.tree.map(
@@ -118,7 +118,8 @@ class Trainer:
     self._gp_per_epoch = self._gp_from_dataset if config.algo.gp_threshold == "dataset" else (
         over_seeds(lambda s, o, k: algorithm.set_gp_threshold(s, o, k, use_dataset=False)))
     self._steps = {"behavior": algorithm.behavior_step, "policy_init": algorithm.policy_init_step,
-                   "critic_init": algorithm.critic_init_step, "epoch": algorithm.update}
+                   "critic_init": algorithm.critic_init_step,
+                   "epoch": algorithm.bc_step if config.method == "bc" else algorithm.update}
 
   @property
   def num_units(self) -> int:
@@ -163,6 +164,8 @@ class Trainer:
       epoch = unit - len(STAGES) + 1
       state, keys, metrics = self._run_steps(
           "epoch", state, keys, config.steps_per_epoch, f"epoch {epoch}/{config.epochs}")
+      if config.method == "bc":
+        return state, keys, UnitResult("epoch", epoch, config.steps_per_epoch, metrics)
       keys, threshold_keys = _split(keys)
       state, epoch_metrics = self._gp_per_epoch(state, transitions.observations, threshold_keys)
       metrics |= jax.tree.map(np.asarray, epoch_metrics)
@@ -170,6 +173,8 @@ class Trainer:
       metrics["gp_threshold"] = np.asarray(state.gp_threshold)
       return state, keys, UnitResult("epoch", epoch, config.steps_per_epoch, metrics)
     name = STAGES[unit]
+    if config.method == "bc":  # behaviour cloning has no start-up phases: its units pass empty
+      return state, keys, UnitResult(name, None, 0, {})
     steps = {"behavior": config.behavior_steps, "policy_init": config.policy_init_steps,
              "critic_init": config.critic_init_steps}
     descriptions = {"behavior": "behaviour model", "policy_init": "initial policy",
@@ -189,7 +194,6 @@ class Trainer:
       state, metrics = self._gp_from_dataset(self._start_rl(state), transitions.observations, use_keys)
       metrics = jax.tree.map(np.asarray, metrics) | {"gp_threshold": np.asarray(state.gp_threshold)}
     return state, keys, UnitResult(name, None, 0, metrics)
-
 
   def run(self, after_unit=None, start=None):
     """Runs every unit for all seeds; returns the final (state, keys).

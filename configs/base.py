@@ -11,6 +11,10 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.name = "brac_plus"  # the task's name: run directories and W&B groups use it
+  # brac_plus | bc: behaviour cloning of the dataset's actions with the same policy network,
+  # data, schedule of epochs and evaluation (the baseline BRAC+ must beat); BC skips the
+  # start-up phases and trains at algo.policy_init_lr.
+  config.method = "brac_plus"
 
   # What to train on and where to evaluate.
   config.dataset = "d4rl:hopper-medium-replay-v2"  # d4rl:<name>, minari:<id> or hdf5:<path>

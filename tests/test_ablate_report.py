@@ -30,13 +30,13 @@ def command(module, *args):
 
 @pytest.fixture(scope="module")
 def ablation(tmp_path_factory):
-  """(parent directory, dataset path, the command's result) of `ablate --variants=kl,mmd --seeds=2`."""
+  """(parent directory, dataset path, the command's result) of `ablate --variants=kl,mmd,bc --seeds=2`."""
   root = tmp_path_factory.mktemp("ablation")
   dataset = str(root / "hopper_random.hdf5")
   collect.collect("Hopper-v5", "random", 600, dataset, seed=0, progress=False)
   overrides = [f"--config.{name}={value}" for name, value in TINY.items()]
   overrides += [f"--config.algo.{name}=(16,16)" for name in WIDTHS]
-  result = command("bracplus_jax.ablate", "--config=configs/hopper_local.py", "--variants=kl,mmd",
+  result = command("bracplus_jax.ablate", "--config=configs/hopper_local.py", "--variants=kl,mmd,bc",
                    "--seeds=2", f"--workdir={root / 'runs'}", f"--config.dataset=hdf5:{dataset}",
                    "--config.wandb.mode=disabled", *overrides)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -63,10 +63,27 @@ def test_ablation_runs_every_variant_with_its_preset(ablation):
     assert sorted((r["epoch"], r["seed_index"]) for r in epochs) == [(1, 0), (1, 1), (2, 0), (2, 1)]
 
 
+def test_the_bc_variant_clones_with_the_same_schedule_and_evaluation(ablation):
+  parent, _, _ = ablation
+  config = json.loads((parent / "bc" / "config.json").read_text())
+  assert config["method"] == "bc" and config["num_seeds"] == 2
+  rows = records(parent / "bc")
+  # No start-up phase trains anything; every epoch is maximum likelihood of the data's actions.
+  assert not [r for r in rows if r["phase"] in ("behavior", "policy_init", "critic_init")]
+  epochs = [r for r in rows if r["phase"] == "epoch"]
+  assert sorted((r["epoch"], r["seed_index"]) for r in epochs) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+  assert all(np.isfinite(r["bc_nll"]) for r in epochs)
+  assert sorted((r["epoch"], r["seed_index"]) for r in rows if r["phase"] == "eval") == [
+      (1, 0), (1, 1), (2, 0), (2, 1)]
+  assert not (parent / "bc" / "diagnostics.npz").exists()
+  # BRAC+ evaluates its initial policy as epoch 0, before the first RL epoch.
+  assert sorted(r["epoch"] for r in records(parent / "kl") if r["phase"] == "eval") == [0, 0, 1, 1, 2, 2]
+
+
 def test_ablation_table_holds_each_variants_summary(ablation):
   parent, _, result = ablation
   results = json.loads((parent / "ablation.json").read_text())
-  assert [row["variant"] for row in results["variants"]] == ["kl", "mmd"]
+  assert [row["variant"] for row in results["variants"]] == ["kl", "mmd", "bc"]
   table = (parent / "ablation.md").read_text()
   for row in results["variants"]:
     summary = json.loads((parent / row["variant"] / "summary.json").read_text())

@@ -1,0 +1,107 @@
+"""The evidence command end to end on a tiny budget (BC and BRAC+, two seeds), its aggregates
+against direct computations, and its resume."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bracplus_jax import evidence  # noqa: E402
+from bracplus_jax.errors import InputError  # noqa: E402
+
+TINY = {
+    "behavior_steps": 40, "policy_init_steps": 20, "critic_init_steps": 20, "epochs": 2,
+    "steps_per_epoch": 30, "batch_size": 32, "eval_episodes": 2, "eval_every": 1,
+    "make_dataset.steps": 600,
+}
+WIDTHS = ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims", "alpha_hidden_dims")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def command(*args):
+  overrides = [f"--config.{name}={value}" for name, value in TINY.items()]
+  overrides += [f"--config.algo.{name}=(16,16)" for name in WIDTHS]
+  return subprocess.run([sys.executable, "-m", "bracplus_jax.evidence", *args, *overrides],
+                        capture_output=True, text=True, cwd=ROOT, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def evidence_run(tmp_path_factory):
+  root = tmp_path_factory.mktemp("evidence")
+  args = ["--env=Hopper-v5", "--recipes=random", "--seeds=2", f"--workdir={root / 'runs'}",
+          f"--data_dir={root / 'data'}"]
+  result = command(*args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return root, args, result
+
+
+def test_the_dataset_is_made_and_both_methods_train_every_seed(evidence_run):
+  root, _, _ = evidence_run
+  assert (root / "data" / "Hopper-v5_random.hdf5").is_file()
+  results = json.loads((root / "runs" / "hopper-v5.json").read_text())
+  entry = results["recipes"]["random"]
+  for method in ("bc", "brac_plus"):
+    summary = json.loads((root / "runs" / "random" / method / "summary.json").read_text())
+    assert entry["methods"][method]["final_normalized_scores"] == summary["normalized_score"]
+    assert len(summary["normalized_score"]) == 2
+  bc_curve, brac_curve = (entry["methods"][m]["curve"] for m in ("bc", "brac_plus"))
+  assert bc_curve["updates"] == [30, 60]
+  assert brac_curve["updates"] == [0, 30, 60]  # epoch 0: the initial policy
+  assert np.asarray(brac_curve["scores"]).shape == (3, 2)
+
+
+def test_aggregates_match_direct_computations(evidence_run):
+  root, _, _ = evidence_run
+  entry = json.loads((root / "runs" / "hopper-v5.json").read_text())["recipes"]["random"]
+  for method in ("bc", "brac_plus"):
+    scores = np.asarray(entry["methods"][method]["final_normalized_scores"])
+    result = entry["methods"][method]
+    assert result["mean"] == pytest.approx(scores.mean())
+    assert result["iqm"] == pytest.approx(stats.trim_mean(scores, 0.25))
+    low, high = result["iqm_ci"]
+    assert scores.min() - 1e-9 <= low <= result["iqm"] <= high <= scores.max() + 1e-9
+  brac = np.asarray(entry["methods"]["brac_plus"]["final_normalized_scores"])
+  bc = np.asarray(entry["methods"]["bc"]["final_normalized_scores"])
+  pairs = brac[:, None] - bc[None, :]
+  direct = np.mean(pairs > 0) + 0.5 * np.mean(pairs == 0)
+  assert entry["probability_of_improvement"]["point"] == pytest.approx(direct)
+
+
+def test_interval_estimates_of_known_scores():
+  scores = np.array([1.0, 2.0, 3.0, 100.0])
+  estimate = evidence.interval_estimates({"x": scores})["x"]
+  assert estimate["iqm"] == pytest.approx(2.5)  # the middle two of four
+  assert estimate["mean"] == pytest.approx(26.5)
+  assert evidence.probability_of_improvement(np.array([5.0, 6.0]), np.array([1.0, 2.0]))["point"] == 1.0
+
+
+def test_table_and_figures_are_written(evidence_run):
+  root, _, result = evidence_run
+  table = (root / "runs" / "hopper-v5.md").read_text()
+  assert "| random |" in table and "| random |" in result.stdout
+  content = (root / "runs" / "hopper-v5_random.png").read_bytes()
+  assert content.startswith(PNG_SIGNATURE) and len(content) > 10_000
+
+
+def test_running_it_again_reads_finished_runs_back(evidence_run):
+  root, args, _ = evidence_run
+  before = (root / "runs" / "random" / "bc" / "metrics.jsonl").read_text()
+  result = command(*args)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.count("finished earlier, read back") == 2
+  assert (root / "runs" / "random" / "bc" / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("", "none given"), ("mixed,nonsense", "unknown recipe 'nonsense'"), ("mixed,mixed", "twice"),
+])
+def test_bad_recipes_are_one_line(text, fragment):
+  with pytest.raises(InputError, match=fragment):
+    evidence.parse_recipes(text)
