@@ -137,6 +137,27 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(hopper_file,
   assert last_epoch("stopped") == last_epoch("whole")
 
 
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start_in_place(
+    hopper_file, tmp_path, monkeypatch):
+  config = tiny_config(hopper_file, epochs=1)
+  whole = experiment.run(config, str(tmp_path / "whole"), progress=False)
+
+  def stop_at_once(self, unit, state, keys, result, seconds):
+    raise KeyboardInterrupt  # before anything is logged or saved
+
+  real_after_unit = experiment.Experiment._after_unit
+  monkeypatch.setattr(experiment.Experiment, "_after_unit", stop_at_once)
+  with pytest.raises(KeyboardInterrupt):
+    experiment.run(config, str(tmp_path / "stopped"), progress=False)
+  monkeypatch.setattr(experiment.Experiment, "_after_unit", real_after_unit)
+  (tmp_path / "stopped" / "notes.txt").write_text("the user's")
+
+  resumed = experiment.run(None, str(tmp_path / "stopped"), resume=True, progress=False)
+  assert resumed["run_dir"] == str(tmp_path / "stopped")
+  assert resumed["return"] == whole["return"]
+  assert (tmp_path / "stopped" / "notes.txt").read_text() == "the user's"
+
+
 def test_a_nan_stops_the_run_naming_metric_seed_and_phase(tmp_path):
   rng = np.random.default_rng(0)
   rows = 200
