@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from bracplus_jax import data, distributions, evaluate, experiment, losses
+from bracplus_jax import data, distributions, evaluate, experiment, learner, losses
 from bracplus_jax import config as config_lib
 from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors
 from bracplus_jax.errors import InputError
@@ -110,17 +110,6 @@ def variant_config(config: ml_collections.ConfigDict, variant: str,
 # ---------------------------------------------------------------------------
 
 
-def _chunked(function, observations: jax.Array, key: jax.Array, chunk_size: int) -> jax.Array:
-  """function(chunk [C, obs], key) -> [C, ...] over every state, a chunk at a time on the device."""
-  num_states = observations.shape[0]
-  chunk_size = min(chunk_size, num_states)
-  num_chunks = -(-num_states // chunk_size)
-  padded = jnp.pad(observations, ((0, num_chunks * chunk_size - num_states), (0, 0)), mode="edge")
-  chunks = padded.reshape((num_chunks, chunk_size, -1))
-  results = jax.lax.map(lambda inputs: function(*inputs), (chunks, jax.random.split(key, num_chunks)))
-  return results.reshape((num_chunks * chunk_size,) + results.shape[2:])[:num_states]
-
-
 def _action_gradient_norms(algorithm, critic_params, observations, actions) -> jax.Array:
   """||grad_a Q_j(s, a)|| averaged over the Q heads, per state: [N]."""
   critic = partial(algorithm.critic.apply, critic_params)
@@ -144,7 +133,7 @@ def seed_diagnostics(algorithm, state, observations: jax.Array, key: jax.Array,
         _action_gradient_norms(algorithm, state.critic.params, chunk, policy_actions),
         _action_gradient_norms(algorithm, state.critic.params, chunk, uniform_actions)], axis=-1)
 
-  norms = _chunked(gradient_norms, observations, gradient_key, chunk_size)
+  norms = learner.map_chunks(gradient_norms, observations, chunk_size, gradient_key)
   return {"divergence": divergence, "policy_action_gradient_norm": norms[:, 0],
           "uniform_action_gradient_norm": norms[:, 1], "kl_threshold": state.kl_threshold,
           "gp_threshold": state.gp_threshold}

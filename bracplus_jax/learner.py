@@ -442,13 +442,12 @@ class BRACPlus:
   def dataset_divergence(self, state: BRACPlusState, observations: jax.Array, key: jax.Array,
                          chunk_size: int = 4096) -> jax.Array:
     """D(pi(.|s), pi_b(.|s)) for every state [N], one chunk of states at a time."""
-    num_chunks = -(-observations.shape[0] // min(chunk_size, observations.shape[0]))
 
     def one_chunk(chunk, chunk_key):
       terms = self._policy_terms(state.behavior.params, chunk, chunk_key)
       return terms(state.policy.params)[2]
 
-    return _map_chunks(one_chunk, observations, chunk_size, jax.random.split(key, num_chunks))
+    return map_chunks(one_chunk, observations, chunk_size, key)
 
   def set_kl_threshold(self, state: BRACPlusState, observations: jax.Array, key: jax.Array):
     """eps_KL = the initial policy's mean D over the dataset + the task's margin for D (App. F)."""
@@ -483,8 +482,8 @@ class BRACPlus:
   def dataset_alpha(self, state: BRACPlusState, observations: jax.Array,
                     chunk_size: int = 4096) -> jax.Array:
     """alpha(s) at every state [N], one chunk of states at a time."""
-    return _map_chunks(lambda chunk: state.alpha.apply_fn(state.alpha.params, chunk), observations,
-                       chunk_size)
+    return map_chunks(lambda chunk: state.alpha.apply_fn(state.alpha.params, chunk), observations,
+                      chunk_size)
 
   def set_target_entropy(self, state: BRACPlusState, batch: Transitions, key: jax.Array):
     """H0 where the config gives none, by the released code's rules: behaviour NLL -
@@ -498,16 +497,20 @@ class BRACPlus:
         target_entropy=metrics["behavior_nll_bound"] - self.action_dim * math.log(std_scale))
 
 
-def _map_chunks(function, observations: jax.Array, chunk_size: int, *per_chunk):
-  """function(chunk [c, obs], *per_chunk[i]) -> [c] over all rows [N] in chunks of c rows (the
-  last one padded), as one lax.map; `per_chunk` are arrays with one entry per chunk."""
+def map_chunks(function, observations: jax.Array, chunk_size: int = 4096,
+               key: jax.Array | None = None) -> jax.Array:
+  """function(chunk [c, obs]) -> [c, ...] over all rows [N], c rows at a time (the last chunk
+  padded), as one lax.map on the device; with `key`, function(chunk, chunk_key) gets one
+  key of jax.random.split(key, number of chunks) per chunk."""
   num_states = observations.shape[0]
   chunk_size = min(chunk_size, num_states)
   num_chunks = -(-num_states // chunk_size)
   padded = jnp.pad(observations, ((0, num_chunks * chunk_size - num_states), (0, 0)), mode="edge")
-  chunks = padded.reshape((num_chunks, chunk_size, -1))
-  values = jax.lax.map(lambda inputs: function(*inputs), (chunks, *per_chunk))
-  return values.reshape(-1)[:num_states]
+  inputs = (padded.reshape((num_chunks, chunk_size, -1)),)
+  if key is not None:
+    inputs += (jax.random.split(key, num_chunks),)
+  values = jax.lax.map(lambda chunk_inputs: function(*chunk_inputs), inputs)
+  return values.reshape((num_chunks * chunk_size,) + values.shape[2:])[:num_states]
 
 
 def _divergence_metrics(divergence: jax.Array) -> Metrics:
