@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import orbax.checkpoint as ocp
@@ -23,7 +23,12 @@ def _key_data_template(keys):
 
 
 class Checkpointer:
-  """Numbered checkpoints under `directory`; the number counts completed units of work."""
+  """Numbered checkpoints under `directory`, the newest with the highest number.
+
+  Each holds the state, the seeds' keys and a JSON `progress` record that says
+  where in the run it was taken: `completed_units`, and `unit_blocks_done`
+  blocks into the next unit for a checkpoint taken inside a long phase.
+  """
 
   def __init__(self, directory: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
@@ -32,6 +37,29 @@ class Checkpointer:
 
   def latest(self) -> Optional[int]:
     return self._manager.latest_step()
+
+  def save_next(self, state: Any, keys: jax.Array, progress: dict[str, Any]) -> int:
+    """Saves under the next number; returns it."""
+    latest = self.latest()
+    number = 1 if latest is None else latest + 1
+    self.save(number, state, keys, progress)
+    return number
+
+  def progress(self, number: int) -> dict[str, Any]:
+    """Only the progress record of checkpoint `number`: where the run was when it was taken."""
+    restored = self._manager.restore(number, args=ocp.args.Composite(progress=ocp.args.JsonRestore()))
+    return restored["progress"]
+
+  def restore_latest(self, template: Callable[[int], tuple[Any, jax.Array]]):
+    """(state, keys, progress) of the newest checkpoint, or None if there is none;
+    template(completed units) gives the (state, keys) structure to restore into."""
+    latest = self.latest()
+    if latest is None:
+      return None
+    progress = self.progress(latest)
+    # Runs saved before checkpoints carried progress numbers named theirs by completed units.
+    state_template, keys_template = template(progress.get("completed_units", latest))
+    return self.restore(latest, state_template, keys_template)
 
   def save(self, number: int, state: Any, keys: jax.Array, progress: dict[str, Any]) -> None:
     self._manager.save(number, args=ocp.args.Composite(

@@ -28,7 +28,8 @@ CHOICES = {
     "make_dataset.recipe": ("",) + RECIPES,
 }
 POSITIVE_INTEGERS = (
-    "num_seeds", "batch_size", "eval_every", "checkpoint_every", "algo.behavior_ensemble_size", "algo.kl_latent_samples",
+    "num_seeds", "batch_size", "eval_every", "checkpoint_every", "checkpoint_every_blocks",
+    "block_steps", "algo.behavior_ensemble_size", "algo.kl_latent_samples",
     "algo.kl_policy_samples", "algo.mmd_samples", "algo.td_max_samples",
 )
 NON_NEGATIVE_INTEGERS = (
@@ -47,9 +48,15 @@ HIDDEN_DIMS = ("algo.policy_hidden_dims", "algo.critic_hidden_dims", "algo.behav
                "algo.alpha_hidden_dims")
 
 
+_MISSING = object()
+
+
 def _get(config: ml_collections.ConfigDict, path: str) -> Any:
+  """The field's value, or _MISSING in a run saved before the field existed."""
   value = config
   for part in path.split("."):
+    if part not in value:
+      return _MISSING
     value = value[part]
   return value
 
@@ -82,13 +89,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   """Raises InputError naming the first field whose value is not allowed."""
   for path, allowed in CHOICES.items():
     value = _get(config, path)
-    if value not in allowed:
+    if value is not _MISSING and value not in allowed:
       raise InputError(f"config.{path} = {value!r}; expected one of "
                        f"{', '.join(choice or repr(choice) for choice in allowed)}")
   for paths, is_allowed, expected in RULES:
     for path in paths:
       value = _get(config, path)
-      if not is_allowed(value):
+      if value is not _MISSING and not is_allowed(value):
         raise InputError(f"config.{path} = {value!r}; expected {expected}")
   algo = config.algo
   if algo.alpha == "state" and not algo.alpha_min <= algo.alpha_init <= algo.alpha_max:

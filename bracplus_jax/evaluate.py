@@ -42,16 +42,15 @@ def restore_run(run_dir: str):
   with open(config_path) as file:
     config = ml_collections.ConfigDict(json.load(file))
   checkpointer = checkpoints.Checkpointer(os.path.join(run_dir, "checkpoints"))
-  latest = checkpointer.latest()
-  if latest is None:
-    raise InputError(f"{run_dir}: has no checkpoint yet")
   observation_space, action_space = envs.spaces(config.env)
   observation_dim, action_dim = observation_space.shape[0], action_space.shape[0]
   algorithm = learner.BRACPlus(config.algo, observation_dim, action_dim, behavior_steps=config.behavior_steps,
                                policy_init_steps=config.policy_init_steps)
-  state_template, keys_template = train.state_template(algorithm, config, latest)
-  state, _, _ = checkpointer.restore(latest, state_template, keys_template)
+  restored = checkpointer.restore_latest(lambda units: train.state_template(algorithm, config, units))
   checkpointer.close()
+  if restored is None:
+    raise InputError(f"{run_dir}: has no checkpoint yet")
+  state = restored[0]
   return config, algorithm, state
 
 

@@ -22,6 +22,10 @@ from bracplus_jax import config as config_lib
 from bracplus_jax.errors import InputError
 
 
+# config.checkpoint_every_blocks for runs saved before the field existed.
+DEFAULT_CHECKPOINT_EVERY_BLOCKS = 50
+
+
 class RunError(RuntimeError):
   """A run stopped for a reason found while training (a NaN loss, say); one line to the user."""
 
@@ -167,9 +171,22 @@ class Experiment:
       if self.progress:
         print(self._evaluation_line(epoch, self.last_evaluation), flush=True)
     if result.epoch is None or result.epoch % config.checkpoint_every == 0 or last_unit:
-      self.checkpointer.save(unit + 1, state, keys, {
+      self.checkpointer.save_next(state, keys, {
           "completed_units": unit + 1, "gradient_steps": self.gradient_steps,
-          "phase_seconds": self.phase_seconds})
+          "phase_seconds": self.phase_seconds, "log_lines": self.log.lines})
+
+  def _after_block(self, unit: int, blocks_done: int, state, keys, seconds: float) -> None:
+    """Inside a long unit (the 400k-step behaviour phase, say): a checkpoint every
+    `checkpoint_every_blocks` blocks, from which a resumed run goes on mid-unit."""
+    if blocks_done % self.config.get("checkpoint_every_blocks", DEFAULT_CHECKPOINT_EVERY_BLOCKS):
+      return
+    phase = "rl" if unit >= len(train.STAGES) else train.STAGE_PHASE[train.STAGES[unit]]
+    phase_seconds = dict(self.phase_seconds)
+    phase_seconds[phase] = phase_seconds.get(phase, 0.0) + seconds
+    self.checkpointer.save_next(state, keys, {
+        "completed_units": unit, "unit_blocks_done": blocks_done,
+        "gradient_steps": self.gradient_steps, "phase_seconds": phase_seconds,
+        "log_lines": self.log.lines})
 
   def _evaluation_line(self, epoch: int, evaluation_result: dict[str, np.ndarray]) -> str:
     line = (f"epoch {epoch}: return {evaluation_result['return'].mean():.1f} "
@@ -182,16 +199,19 @@ class Experiment:
   def run(self) -> dict[str, Any]:
     """Trains (or goes on training) to the end; writes and returns the summary."""
     start = None
-    latest = self.checkpointer.latest()
-    if self.resume and latest is not None:
-      state_template, keys_template = self.trainer.template(latest)
-      state, keys, progress = self.checkpointer.restore(latest, state_template, keys_template)
+    restored = self.checkpointer.restore_latest(self.trainer.template) if self.resume else None
+    if restored is not None:
+      state, keys, progress = restored
       self.gradient_steps = progress["gradient_steps"]
       self.phase_seconds = dict(progress["phase_seconds"])
-      start = (progress["completed_units"], state, keys)
-      print(f"resuming {self.run_dir} after unit {latest} of {self.trainer.num_units}")
+      completed, blocks = progress["completed_units"], progress.get("unit_blocks_done", 0)
+      start = (completed, state, keys, blocks)
+      if "log_lines" in progress:  # lines logged after this checkpoint are logged again
+        self.log.rewind(progress["log_lines"])
+      where = f"block {blocks} of unit {completed + 1}" if blocks else f"unit {completed}"
+      print(f"resuming {self.run_dir} after {where} of {self.trainer.num_units}")
     try:
-      state, _ = self.trainer.run(self._after_unit, start)
+      state, _ = self.trainer.run(self._after_unit, start, self._after_block)
     finally:
       self.checkpointer.close()
     if self.config.eval_episodes and self.last_evaluation is None:

@@ -60,6 +60,27 @@ class RunLog:
     with open(self.path, "a") as file:
       file.write(json.dumps({key: _plain(value) for key, value in record.items()}) + "\n")
 
+  @property
+  def lines(self) -> int:
+    """Lines metrics.jsonl holds now."""
+    if not os.path.exists(self.path):
+      return 0
+    with open(self.path) as file:
+      return sum(1 for _ in file)
+
+  def rewind(self, lines: int) -> None:
+    """Keeps metrics.jsonl's first `lines` lines, for a run resumed from a checkpoint taken
+    when it had that many; the later ones (which the resumed run logs again) move to
+    metrics.superseded.jsonl rather than being lost."""
+    if self.lines <= lines:
+      return
+    with open(self.path) as file:
+      records = file.readlines()
+    with open(os.path.join(os.path.dirname(self.path), "metrics.superseded.jsonl"), "a") as file:
+      file.writelines(records[lines:])
+    with open(self.path, "w") as file:
+      file.writelines(records[:lines])
+
   def log(self, phase: str, step: int, metrics: dict[str, np.ndarray], epoch: Optional[int] = None):
     """One JSONL line per seed; W&B gets per-seed curves and their mean over seeds."""
     for seed_index in range(self.num_seeds):

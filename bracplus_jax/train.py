@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -26,24 +26,27 @@ from bracplus_jax import config as config_lib
 from bracplus_jax import learner
 from bracplus_jax.data import OfflineDataset
 
-# Steps per compiled block: long enough to amortise dispatch, short enough for a live progress bar.
+# Steps per compiled block (`config.block_steps`' default): long enough to amortise dispatch,
+# short enough for a live progress bar.
 BLOCK_STEPS = 1000
 # States whose behaviour NLL estimates H0 (App. F).
 TARGET_ENTROPY_STATES = 10_000
 STAGES = ("behavior", "target_entropy", "policy_init", "kl_threshold", "critic_init", "start_rl")
+AfterBlock = Callable[[int, Any, jax.Array], None]  # (blocks done, state, keys)
 STAGE_PHASE = {"behavior": "behavior", "target_entropy": "behavior", "policy_init": "policy_init",
                "kl_threshold": "policy_init", "critic_init": "critic_init", "start_rl": "rl"}
 
 
-def block_length(num_steps: int) -> int:
-  """Steps per compiled block: an even split of `num_steps` where one exists, so that a
-  phase compiles once; otherwise BLOCK_STEPS and one shorter block at the end."""
-  if num_steps <= BLOCK_STEPS:
+def block_length(num_steps: int, block_steps: int = BLOCK_STEPS) -> int:
+  """Steps per compiled block: an even split of `num_steps` into blocks of at most
+  `block_steps` where one exists, so that a phase compiles once; otherwise `block_steps`
+  and one shorter block at the end."""
+  if num_steps <= block_steps:
     return num_steps
-  for length in range(BLOCK_STEPS, BLOCK_STEPS // 4 - 1, -1):
+  for length in range(block_steps, block_steps // 4 - 1, -1):
     if num_steps % length == 0:
       return length
-  return BLOCK_STEPS
+  return block_steps
 
 
 def seed_keys(first_seed: int, num_seeds: int) -> jax.Array:
@@ -143,27 +146,36 @@ class Trainer:
       self._scans[(name, num_steps)] = jax.jit(run, donate_argnums=0)
     return self._scans[(name, num_steps)]
 
-  def _run_steps(self, name: str, state, keys, num_steps: int, description: str):
-    """`num_steps` steps of every seed; returns (state, keys, last block's metrics per seed)."""
+  def _run_steps(self, name: str, state, keys, num_steps: int, description: str,
+                 first_block: int = 0, after_block: Optional[AfterBlock] = None):
+    """`num_steps` steps of every seed, from block `first_block` on; returns (state, keys,
+    last block's metrics per seed). `after_block(blocks done, state, keys)` sees every block
+    but the last as it ends: what a checkpoint inside the unit needs."""
     metrics = {}
-    with tqdm.tqdm(total=num_steps, desc=description, unit="step", disable=not self.progress,
-                   dynamic_ncols=True, leave=False) as bar:
-      done = 0
+    length = block_length(num_steps, self.config.get("block_steps", BLOCK_STEPS))
+    done = min(first_block * length, num_steps)
+    with tqdm.tqdm(total=num_steps, initial=done, desc=description, unit="step",
+                   disable=not self.progress, dynamic_ncols=True, leave=False) as bar:
       while done < num_steps:
-        block = min(block_length(num_steps), num_steps - done)
+        block = min(length, num_steps - done)
         keys, block_keys = _split(keys)
         state, metrics = self._scan(name, block)(state, self.transitions, block_keys)
         done += block
         bar.update(block)
+        if after_block is not None and done < num_steps:
+          after_block(done // length, state, keys)
     return state, keys, jax.tree.map(np.asarray, metrics)
 
-  def run_unit(self, unit: int, state, keys):
-    """Unit `unit` (0-based) of the run: (state, keys, UnitResult)."""
+  def run_unit(self, unit: int, state, keys, first_block: int = 0,
+               after_block: Optional[AfterBlock] = None):
+    """Unit `unit` (0-based) of the run: (state, keys, UnitResult); a unit of steps starts
+    at block `first_block` (a run resumed inside it) and reports its blocks to `after_block`."""
     config, transitions = self.config, self.transitions
+    blocks = dict(first_block=first_block, after_block=after_block)
     if unit >= len(STAGES):
       epoch = unit - len(STAGES) + 1
       state, keys, metrics = self._run_steps(
-          "epoch", state, keys, config.steps_per_epoch, f"epoch {epoch}/{config.epochs}")
+          "epoch", state, keys, config.steps_per_epoch, f"epoch {epoch}/{config.epochs}", **blocks)
       if config.method == "bc":
         return state, keys, UnitResult("epoch", epoch, config.steps_per_epoch, metrics)
       keys, threshold_keys = _split(keys)
@@ -180,7 +192,7 @@ class Trainer:
     descriptions = {"behavior": "behaviour model", "policy_init": "initial policy",
                     "critic_init": "initial critic"}
     if name in steps:
-      state, keys, metrics = self._run_steps(name, state, keys, steps[name], descriptions[name])
+      state, keys, metrics = self._run_steps(name, state, keys, steps[name], descriptions[name], **blocks)
       return state, keys, UnitResult(name, None, steps[name], metrics)
     keys, use_keys = _split(keys)
     if name == "target_entropy":  # H0 from the behaviour model's likelihood (App. F)
@@ -195,17 +207,24 @@ class Trainer:
       metrics = jax.tree.map(np.asarray, metrics) | {"gp_threshold": np.asarray(state.gp_threshold)}
     return state, keys, UnitResult(name, None, 0, metrics)
 
-  def run(self, after_unit=None, start=None):
+  def run(self, after_unit=None, start=None, after_block=None):
     """Runs every unit for all seeds; returns the final (state, keys).
 
-    `start` = (completed units, state, keys) resumes a run; `after_unit(unit,
-    state, keys, result, seconds)` sees every unit as it ends, for evaluation,
-    logs and checkpoints.
+    `start` = (completed units, state, keys[, blocks done of the next unit])
+    resumes a run; `after_unit(unit, state, keys, result, seconds)` sees every
+    unit as it ends, for evaluation, logs and checkpoints, and
+    `after_block(unit, blocks done, state, keys, seconds)` every block inside a
+    unit but its last, for checkpoints inside long phases. Seconds count from
+    the unit's start in this process.
     """
-    completed, state, keys = start if start is not None else (0, *self.initial())
+    completed, state, keys, first_block = (*start, 0)[:4] if start is not None else (0, *self.initial(), 0)
     for unit in range(completed, self.num_units):
       began = time.perf_counter()
-      state, keys, result = self.run_unit(unit, state, keys)
+      inside = None
+      if after_block is not None:
+        inside = lambda blocks, s, k, unit=unit: after_block(  # noqa: E731
+            unit, blocks, s, k, time.perf_counter() - began)
+      state, keys, result = self.run_unit(unit, state, keys, first_block if unit == completed else 0, inside)
       jax.block_until_ready(state)
       if after_unit is not None:
         after_unit(unit, state, keys, result, time.perf_counter() - began)

@@ -45,6 +45,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_mode = "deterministic"  # tanh(mean) (paper) | best_of_q (released code)
 
   config.checkpoint_every = 10  # epochs; also after each start-up phase and at the end
+  # Inside a unit of steps (a start-up phase, a long epoch): a checkpoint every this many
+  # compiled blocks, so a stopped run resumes mid-phase (400k behaviour steps: every 50k).
+  config.checkpoint_every_blocks = 50
+  config.block_steps = 1_000  # steps per compiled block: progress bar, checkpoint granularity
 
   config.wandb = ml_collections.ConfigDict()
   config.wandb.mode = "auto"  # online | offline | disabled | auto: online if logged in, else disabled
