@@ -7,6 +7,7 @@ from typing import Any
 import ml_collections
 
 from bracplus_jax.collect import RECIPES
+from bracplus_jax import sweep
 from bracplus_jax.errors import InputError
 
 CHOICES = {
@@ -43,6 +44,7 @@ NON_NEGATIVE_NUMBERS = (
     "algo.entropy_lr", "algo.gp_lagrange_lr", "algo.gp_lambda", "algo.gp_max_ood_grad_norm",
     "algo.kl_margin", "algo.mmd_margin",
 )
+NUMBERS = ("algo.target_entropy_offset",)
 UNIT_INTERVAL = ("algo.gamma", "algo.tau")
 HIDDEN_DIMS = ("algo.policy_hidden_dims", "algo.critic_hidden_dims", "algo.behavior_hidden_dims",
                "algo.alpha_hidden_dims")
@@ -81,6 +83,7 @@ RULES = (
     (POSITIVE_NUMBERS, lambda v: _is_number(v) and v > 0, "a number > 0"),
     (NON_NEGATIVE_NUMBERS, lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     (UNIT_INTERVAL, lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    (NUMBERS, _is_number, "a number"),
     (HIDDEN_DIMS, _is_widths, "a non-empty tuple of layer widths >= 1"),
 )
 
@@ -107,3 +110,4 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise InputError(
         f"config.algo.target_entropy = {target_entropy!r}; expected a number, or None for "
         "the behaviour NLL rule (- act_dim ln 4 with entropy_constraint 'max')")
+  sweep.validate(config)

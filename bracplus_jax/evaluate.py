@@ -19,7 +19,7 @@ from absl import app, flags
 import ml_collections
 import numpy as np
 
-from bracplus_jax import checkpoints, data, envs, evaluation, learner, train
+from bracplus_jax import checkpoints, data, envs, evaluation, train
 from bracplus_jax.cli import exits_cleanly_on_input_errors
 from bracplus_jax.errors import InputError
 
@@ -44,8 +44,7 @@ def restore_run(run_dir: str):
   checkpointer = checkpoints.Checkpointer(os.path.join(run_dir, "checkpoints"))
   observation_space, action_space = envs.spaces(config.env)
   observation_dim, action_dim = observation_space.shape[0], action_space.shape[0]
-  algorithm = learner.BRACPlus(config.algo, observation_dim, action_dim, behavior_steps=config.behavior_steps,
-                               policy_init_steps=config.policy_init_steps)
+  algorithm = train.make_algorithm(config, observation_dim, action_dim)
   restored = checkpointer.restore_latest(lambda units: train.state_template(algorithm, config, units))
   checkpointer.close()
   if restored is None:

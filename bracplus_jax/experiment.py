@@ -17,7 +17,9 @@ from typing import Any, Optional
 import ml_collections
 import numpy as np
 
-from bracplus_jax import checkpoints, data, envs, evaluation, run_log, train
+import jax
+
+from bracplus_jax import checkpoints, data, envs, evaluation, run_log, sweep, train
 from bracplus_jax import config as config_lib
 from bracplus_jax.errors import InputError
 
@@ -100,6 +102,8 @@ class Experiment:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str, resume: bool = False,
                progress: bool = True):
+    if not resume:  # a bad config makes no run directory
+      config_lib.validate(config)
     self.run_dir = run_directory(workdir, resume)
     if resume:  # a resumed run goes on with the config it started with
       with open(os.path.join(self.run_dir, "config.json")) as file:
@@ -120,6 +124,8 @@ class Experiment:
       with open(os.path.join(self.run_dir, "config.json"), "w") as file:
         json.dump(config.to_dict(), file, indent=2, default=list)
     self.trainer = train.Trainer(config, self.dataset, progress)
+    self.points = sweep.grid(config)  # one empty point without a sweep
+    self.is_sweep = bool(sweep.swept_fields(config))
     self.log = run_log.RunLog(self.run_dir, config, config.name, resume)
     self.phase_seconds: dict[str, float] = {}
     self.gradient_steps = 0
@@ -128,13 +134,21 @@ class Experiment:
   # -------------------------------------------------------------------------
 
   def evaluate(self, state, epoch: int) -> dict[str, np.ndarray]:
-    """Returns and normalised scores of every seed's policy: [seeds] each, means over episodes."""
+    """Returns and normalised scores of every run's policy: [runs] each, means over episodes.
+
+    Each sweep point's seeds play the same episodes (environment seeds) as a run
+    of that point alone would."""
     config, algorithm = self.config, self.trainer.algorithm
     began = time.perf_counter()
-    returns = evaluation.evaluate(
-        algorithm.policy, state.policy.params, config.env, config.eval_episodes,
-        seed=config.seed * 100_003 + epoch, mode=config.eval_mode,
-        critic=algorithm.critic, critic_params=state.critic.params)
+    returns = []
+    for point in range(len(self.points)):
+      runs = slice(point * config.num_seeds, (point + 1) * config.num_seeds)
+      policy_params, critic_params = jax.tree.map(lambda x: x[runs], (state.policy.params, state.critic.params))
+      returns.append(evaluation.evaluate(
+          algorithm.policy, policy_params, config.env, config.eval_episodes,
+          seed=config.seed * 100_003 + epoch, mode=config.eval_mode,
+          critic=algorithm.critic, critic_params=critic_params))
+    returns = np.concatenate(returns)
     self.phase_seconds["evaluation"] = self.phase_seconds.get("evaluation", 0.0) + (
         time.perf_counter() - began)
     result = {"return": returns.mean(axis=1), "return_episode_std": returns.std(axis=1)}
@@ -155,7 +169,7 @@ class Experiment:
       latest = self.checkpointer.latest()
       kept = (f"the last good checkpoint ({latest}) is kept in {self.checkpointer.directory}"
               if latest is not None else "no checkpoint had been written yet")
-      raise RunError(f"metric '{name}' became {value} for seed {config.seed + seed_index} in "
+      raise RunError(f"metric '{name}' became {value} for {self.run_name(seed_index)} in "
                      f"{where}; the run stopped and {kept}")
     if result.metrics:
       self.log.log(result.name, self.gradient_steps, result.metrics, result.epoch)
@@ -188,13 +202,25 @@ class Experiment:
         "gradient_steps": self.gradient_steps, "phase_seconds": phase_seconds,
         "log_lines": self.log.lines})
 
+  def run_name(self, run_index: int) -> str:
+    """'seed 3', or in a sweep 'seed 3 of point 1 (kl_margin=1)'."""
+    point, seed_index = divmod(run_index, self.config.num_seeds)
+    name = f"seed {self.config.seed + seed_index}"
+    return f"{name} of point {point} ({sweep.point_label(self.points[point])})" if self.is_sweep else name
+
   def _evaluation_line(self, epoch: int, evaluation_result: dict[str, np.ndarray]) -> str:
-    line = (f"epoch {epoch}: return {evaluation_result['return'].mean():.1f} "
-            f"+- {evaluation_result['return'].std():.1f}")
-    if "normalized_score" in evaluation_result:
-      line += (f", normalised score {evaluation_result['normalized_score'].mean():.1f} "
-               f"+- {evaluation_result['normalized_score'].std():.1f}")
-    return line + f" over {self.config.num_seeds} seed(s)"
+    lines = []
+    for point in range(len(self.points)):
+      runs = slice(point * self.config.num_seeds, (point + 1) * self.config.num_seeds)
+      returns = evaluation_result["return"][runs]
+      line = f"return {returns.mean():.1f} +- {returns.std():.1f}"
+      if "normalized_score" in evaluation_result:
+        scores = evaluation_result["normalized_score"][runs]
+        line += f", normalised score {scores.mean():.1f} +- {scores.std():.1f}"
+      line += f" over {self.config.num_seeds} seed(s)"
+      lines.append(f"epoch {epoch}, {sweep.point_label(self.points[point])}: {line}" if self.is_sweep
+                   else f"epoch {epoch}: {line}")
+    return "\n".join(lines)
 
   def run(self) -> dict[str, Any]:
     """Trains (or goes on training) to the end; writes and returns the summary."""
@@ -219,8 +245,9 @@ class Experiment:
     summary = self.summary()
     with open(os.path.join(self.run_dir, "summary.json"), "w") as file:
       json.dump(summary, file, indent=2)
-    self.log.finish({"final_return_mean": summary.get("return_mean", math.nan),
-                     "final_normalized_score_mean": summary.get("normalized_score_mean", math.nan)})
+    self.log.finish([{"final_return_mean": point.get("return_mean", math.nan),
+                      "final_normalized_score_mean": point.get("normalized_score_mean", math.nan)}
+                     for point in summary.get("points", [summary])])
     return summary
 
   def summary(self) -> dict[str, Any]:
@@ -232,15 +259,27 @@ class Experiment:
         "phase_seconds": {k: round(v, 2) for k, v in self.phase_seconds.items()},
         "run_dir": self.run_dir,
     }
-    if self.last_evaluation is not None:
-      for name, values in self.last_evaluation.items():
-        summary[name] = [float(v) for v in values]
-        if name != "return_episode_std":
-          summary[f"{name}_mean"] = float(np.mean(values))
-          summary[f"{name}_std"] = float(np.std(values))
+    if self.last_evaluation is None:
+      return summary
+    if not self.is_sweep:
+      return summary | _scores(self.last_evaluation)
+    # Per point: its values and its seeds' scores; lists over all runs stay beside them.
+    summary["sweep"] = {path: list(values) for path, values in sweep.swept_fields(config).items()}
+    summary |= {name: [float(v) for v in values] for name, values in self.last_evaluation.items()}
+    metric = "normalized_score" if "normalized_score" in self.last_evaluation else "return"
+    per_run = np.asarray(self.last_evaluation[metric]).reshape(len(self.points), config.num_seeds)
+    points = sweep.point_summaries(per_run, self.points)
+    for index, point in enumerate(points):
+      runs = slice(index * config.num_seeds, (index + 1) * config.num_seeds)
+      point |= _scores({name: values[runs] for name, values in self.last_evaluation.items()})
+    summary["points"] = points
+    summary["score_metric"] = metric
+    summary["best_point"] = int(np.argmax([point["mean"] for point in points]))
     return summary
 
   def table(self, summary: dict[str, Any]) -> str:
+    if "points" in summary:
+      return sweep_table(summary)
     has_score = "normalized_score" in summary
     rows = [["seed", "return"] + (["normalised score"] if has_score else [])]
     for i, seed in enumerate(summary["seeds"]):
@@ -250,6 +289,31 @@ class Experiment:
                 + ([f"{summary['normalized_score_mean']:.1f} +- {summary['normalized_score_std']:.1f}"]
                    if has_score else []))
     return _table(rows)
+
+
+def _scores(evaluation_result: dict[str, np.ndarray]) -> dict[str, Any]:
+  """Per-seed lists of an evaluation's figures, with their mean and std over seeds."""
+  scores = {}
+  for name, values in evaluation_result.items():
+    scores[name] = [float(v) for v in values]
+    if name != "return_episode_std":
+      scores[f"{name}_mean"] = float(np.mean(values))
+      scores[f"{name}_std"] = float(np.std(values))
+  return scores
+
+
+def sweep_table(summary: dict[str, Any]) -> str:
+  """One row per sweep point: its values, then mean +- std and IQM of its seeds' final scores."""
+  fields = list(summary["sweep"])
+  metric = "normalised score" if summary["score_metric"] == "normalized_score" else "return"
+  rows = [["point"] + [path.rpartition(".")[2] for path in fields]
+          + [f"{metric} mean +- std", "IQM", "per seed"]]
+  for point in summary["points"]:
+    best = " *" if point["point"] == summary["best_point"] else ""
+    rows.append([f"{point['point']}{best}"] + [f"{point['values'][path]:g}" for path in fields]
+                + [f"{point['mean']:.1f} +- {point['std']:.1f}", f"{point['iqm']:.1f}",
+                   " ".join(f"{score:.1f}" for score in point["scores"])])
+  return _table(rows) + "\n(* the best point by mean)"
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, resume: bool = False,

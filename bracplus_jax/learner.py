@@ -44,6 +44,13 @@ class BRACPlusState:
   gp_threshold: jax.Array  # eps_GP (Sec. 3.3), recomputed every epoch
   target_entropy: jax.Array  # H0 (App. F)
   epoch_kl_moments: jax.Array  # count, sum, sum of squares of the KL(s) seen this epoch
+  # This run's values of the algo fields a sweep varies ({} without one): see `value`.
+  hyper: dict[str, jax.Array]
+
+
+def _inverse_softplus(value: jax.Array) -> jax.Array:
+  """raw with softplus(raw) = value: a multiplier's parameter for a start of `value`."""
+  return value + jnp.log(-jnp.expm1(-value))
 
 
 def _apply_gradients(train_state: TrainState, gradients) -> TrainState:
@@ -72,10 +79,13 @@ class BRACPlus:
   """
 
   def __init__(self, algo: ml_collections.ConfigDict, observation_dim: int, action_dim: int, *,
-               behavior_steps: int | None = None, policy_init_steps: int | None = None):
+               behavior_steps: int | None = None, policy_init_steps: int | None = None,
+               swept: tuple[str, ...] = ()):
     """`behavior_steps` and `policy_init_steps` (the config's) place the start-up learning
-    rates' steps when `algo.startup_lr_schedule` is "released"; "constant" needs neither."""
+    rates' steps when `algo.startup_lr_schedule` is "released"; "constant" needs neither.
+    `swept` names the algo fields whose values each run's state carries (`bracplus_jax.sweep`)."""
     self.algo = algo
+    self.swept = tuple(swept)
     self.observation_dim = observation_dim
     self.action_dim = action_dim
     latent_dim = algo.behavior_latent_dim or 2 * action_dim
@@ -96,14 +106,22 @@ class BRACPlus:
     self.mmd_squared = algo.get("mmd_scale", "squared") == "squared"
     self.mmd_behavior_samples = algo.get("mmd_behavior_samples", "sampled")
     # Built once: optimisers are static parts of the state, so new ones would recompile.
-    self.learning_rates = {name: getattr(algo, f"{name}_lr") for name in (
-        "behavior", "policy_init", "policy", "critic", "alpha", "entropy", "gp_lagrange")}
+    names = ("behavior", "policy_init", "policy", "critic", "alpha", "entropy", "gp_lagrange")
+    self.schedule_steps = {}  # optimiser -> its phase's steps, for the released schedule
     if algo.get("startup_lr_schedule", "constant") == "released":
-      for name, steps in (("behavior", behavior_steps), ("policy_init", policy_init_steps)):
+      self.schedule_steps = {"behavior": behavior_steps, "policy_init": policy_init_steps}
+      for name, steps in self.schedule_steps.items():
         if steps is None:
           raise ValueError(f"startup_lr_schedule 'released' needs the {name} phase's step count")
-        self.learning_rates[name] = released_startup_schedule(self.learning_rates[name], steps)
-    self.optimizers = {name: optax.adam(rate) for name, rate in self.learning_rates.items()}
+    self.learning_rates = {name: self.rate(name, self.base_rate(name)) for name in names}
+    self.optimizers = {}
+    for name in names:
+      if f"{name}_lr" in self.swept:  # a hyper-parameter in the optimiser's state, set per run
+        self.optimizers[name] = optax.inject_hyperparams(
+            lambda learning_rate, name=name: optax.adam(self.rate(name, learning_rate)))(
+                learning_rate=self.base_rate(name))
+      else:
+        self.optimizers[name] = optax.adam(self.learning_rates[name])
     # KL bound: kl_policy_samples draws; MMD: mmd_samples draws on each side.
     self.num_policy_samples = algo.mmd_samples if algo.divergence == "mmd" else algo.kl_policy_samples
     if algo.alpha == "state":  # the dual step sets its own length (see `alpha_dual`)
@@ -113,7 +131,49 @@ class BRACPlus:
   # State
   # -------------------------------------------------------------------------
 
-  def init(self, key: jax.Array) -> BRACPlusState:
+  def base_rate(self, name: str) -> float:
+    """The config's learning rate of optimiser `name` (a schedule's first value)."""
+    return float(getattr(self.algo, f"{name}_lr"))
+
+  def rate(self, name: str, learning_rate):
+    """Optimiser `name`'s learning rate or schedule from its base rate."""
+    if name in self.schedule_steps:
+      return released_startup_schedule(learning_rate, self.schedule_steps[name])
+    return learning_rate
+
+  def value(self, state: BRACPlusState, name: str):
+    """This run's value of algo field `name`: its sweep value, or the config's."""
+    return state.hyper[name] if name in state.hyper else getattr(self.algo, name)
+
+  def _train_state(self, apply_fn, params, optimizer: str, hyper: dict[str, jax.Array]) -> TrainState:
+    """A TrainState on optimiser `optimizer`, at this run's learning rate where it is swept."""
+    train_state = TrainState.create(apply_fn=apply_fn, params=params, tx=self.optimizers[optimizer])
+    if f"{optimizer}_lr" not in hyper:
+      return train_state
+    opt_state = train_state.opt_state
+    rate = jnp.asarray(hyper[f"{optimizer}_lr"], opt_state.hyperparams["learning_rate"].dtype)
+    return train_state.replace(opt_state=opt_state._replace(
+        hyperparams={**opt_state.hyperparams, "learning_rate": rate}))
+
+  def _initial_params(self, params, hyper: dict[str, jax.Array]):
+    """(alpha, entropy) parameters that start at this run's alpha_init and entropy_init."""
+    alpha_params, entropy_params = params
+    if "entropy_init" in hyper:
+      entropy_params = {"params": {"raw": _inverse_softplus(hyper["entropy_init"])}}
+    if "alpha_init" in hyper:
+      if self.algo.alpha == "global":
+        alpha_params = {"params": {"multiplier": {"raw": _inverse_softplus(hyper["alpha_init"])}}}
+      else:  # log alpha(s) = head(x) + log(config's alpha_init): the head's bias makes up the rest
+        head = alpha_params["params"]["head"]
+        shift = jnp.log(hyper["alpha_init"]) - math.log(self.algo.alpha_init)
+        alpha_params = {"params": {**alpha_params["params"], "head": {**head, "bias": head["bias"] + shift}}}
+    return alpha_params, entropy_params
+
+  def init(self, key: jax.Array, hyper: dict[str, jax.Array] | None = None) -> BRACPlusState:
+    """A run's initial state; `hyper` = its values of the swept fields (`self.swept`)."""
+    hyper = {name: jnp.asarray(value, jnp.float32) for name, value in (hyper or {}).items()}
+    if set(hyper) != set(self.swept):
+      raise ValueError(f"init needs values of exactly the swept fields {self.swept}, got {tuple(hyper)}")
     keys = jax.random.split(key, 6)
     observations = jnp.zeros((1, self.observation_dim))
     actions = jnp.zeros((1, self.action_dim))
@@ -123,36 +183,32 @@ class BRACPlus:
     algo = self.algo
     policy_params = self.policy.init(keys[0], observations)
     critic_params = self.critic.init(keys[1], observations, actions)
+    alpha_params, entropy_params = self._initial_params(
+        (self.alpha.init(keys[3], observations), self.entropy.init(keys[4])), hyper)
+    target_entropy = hyper.get("target_entropy", jnp.asarray(
+        -math.inf if algo.target_entropy is None else float(algo.target_entropy)))
     return BRACPlusState(
-        behavior=TrainState.create(
-            apply_fn=self.behavior.apply, params=self.behavior.init(keys[2], *behavior_inputs),
-            tx=self.optimizers["behavior"]),
-        policy=TrainState.create(apply_fn=self.policy.apply, params=policy_params,
-                                 tx=self.optimizers["policy_init"]),
+        behavior=self._train_state(
+            self.behavior.apply, self.behavior.init(keys[2], *behavior_inputs), "behavior", hyper),
+        policy=self._train_state(self.policy.apply, policy_params, "policy_init", hyper),
         policy_target_params=policy_params,
-        critic=TrainState.create(apply_fn=self.critic.apply, params=critic_params,
-                                 tx=self.optimizers["critic"]),
+        critic=self._train_state(self.critic.apply, critic_params, "critic", hyper),
         critic_target_params=critic_params,
-        alpha=TrainState.create(apply_fn=self.alpha.apply, params=self.alpha.init(keys[3], observations),
-                                tx=self.optimizers["alpha"]),
-        entropy=TrainState.create(apply_fn=self.entropy.apply, params=self.entropy.init(keys[4]),
-                                  tx=self.optimizers["entropy"]),
-        gp_scale=TrainState.create(apply_fn=self.gp_scale.apply, params=self.gp_scale.init(keys[5]),
-                                   tx=self.optimizers["gp_lagrange"]),
+        alpha=self._train_state(self.alpha.apply, alpha_params, "alpha", hyper),
+        entropy=self._train_state(self.entropy.apply, entropy_params, "entropy", hyper),
+        gp_scale=self._train_state(self.gp_scale.apply, self.gp_scale.init(keys[5]), "gp_lagrange", hyper),
         kl_threshold=jnp.asarray(jnp.inf),
         gp_threshold=jnp.asarray(jnp.inf),
-        target_entropy=jnp.asarray(
-            -math.inf if algo.target_entropy is None else float(algo.target_entropy)),
+        target_entropy=target_entropy,
         epoch_kl_moments=jnp.zeros(3),
+        hyper=hyper,
     )
 
   def start_rl(self, state: BRACPlusState) -> BRACPlusState:
     """Switches the policy from its initialisation learning rate to the RL one (Alg. 1 line 4),
     and restarts beta's optimiser, as the released code does at this switch."""
-    policy = TrainState.create(apply_fn=self.policy.apply, params=state.policy.params,
-                               tx=self.optimizers["policy"])
-    entropy = TrainState.create(apply_fn=self.entropy.apply, params=state.entropy.params,
-                                tx=self.optimizers["entropy"])
+    policy = self._train_state(self.policy.apply, state.policy.params, "policy", state.hyper)
+    entropy = self._train_state(self.entropy.apply, state.entropy.params, "entropy", state.hyper)
     return state.replace(policy=policy, entropy=entropy, policy_target_params=state.policy.params,
                          critic_target_params=state.critic.params)
 
@@ -211,6 +267,12 @@ class BRACPlus:
     observations = jnp.broadcast_to(observations, actions.shape[:-1] + observations.shape[-1:])
     return self.critic.apply(critic_params, observations, actions)
 
+  def _penalty_scale(self, state: BRACPlusState):
+    """lambda of Eq. 10: the gp_lagrange multiplier, or this run's constant gp_lambda."""
+    if "gp_lambda" in state.hyper:  # swept (sweeps refuse gp_lambda with gp_lagrange)
+      return state.hyper["gp_lambda"]
+    return state.gp_scale.apply_fn(state.gp_scale.params)
+
   def _multiplier_step(self, train_state: TrainState, loss_fn):
     """One dual step on a scalar multiplier: loss_fn(value) -> (loss, metrics)."""
     values, pullback = jax.vjp(train_state.apply_fn, train_state.params)
@@ -255,7 +317,7 @@ class BRACPlus:
 
     def state_step():
       target = losses.alpha_dual_target(
-          log_alpha, divergence, state.kl_threshold, algo.alpha_dual_step, log_bounds)
+          log_alpha, divergence, state.kl_threshold, self.value(state, "alpha_dual_step"), log_bounds)
       loss, residual_gradient = jax.value_and_grad(losses.alpha_loss)(log_alpha, target)
       (gradients,) = jax.linear_transpose(linearized, train_state.params)(residual_gradient)
       output_change = linearized(gradients)  # d log alpha per unit step along the gradient
@@ -294,10 +356,10 @@ class BRACPlus:
       policy_params, num_samples = state.policy.params, 1
     next_actions, *_ = self._policy_samples(policy_params, batch.next_observations, key, num_samples)
     next_q = self._q_values(state.critic_target_params, batch.next_observations, next_actions)
-    return losses.td_target(next_q, batch.rewards, batch.dones, algo.gamma, algo.td_backup)
+    return losses.td_target(next_q, batch.rewards, batch.dones, self.value(state, "gamma"), algo.td_backup)
 
   def _polyak(self, state: BRACPlusState) -> BRACPlusState:
-    tau = self.algo.tau
+    tau = self.value(state, "tau")
     state = state.replace(
         critic_target_params=losses.polyak_update(state.critic.params, state.critic_target_params, tau))
     if self.algo.td_backup == "max":
@@ -385,7 +447,7 @@ class BRACPlus:
           policy_actions=jax.lax.stop_gradient(actions[:1]),
           penalty_weights=losses.gradient_penalty_weights(
               fixed_divergence, state.gp_threshold, algo.gp_weighting),
-          penalty_scale=state.gp_scale.apply_fn(state.gp_scale.params))
+          penalty_scale=self._penalty_scale(state))
     critic_gradients, critic_metrics = jax.grad(losses.critic_loss, has_aux=True)(
         state.critic.params, self.critic.apply, batch, targets, **penalty)
     critic = _apply_gradients(state.critic, critic_gradients)
@@ -419,7 +481,7 @@ class BRACPlus:
     if algo.gp_lagrange and algo.gp_weighting != "off":
       gp_scale, scale_metrics = self._multiplier_step(
           gp_scale, lambda scale: losses.gradient_penalty_scale_loss(
-              scale, critic_metrics["weighted_ood_gradient_norm"], algo.gp_max_ood_grad_norm))
+              scale, critic_metrics["weighted_ood_gradient_norm"], self.value(state, "gp_max_ood_grad_norm")))
       metrics |= scale_metrics
 
     state = state.replace(
@@ -454,7 +516,7 @@ class BRACPlus:
     divergence = self.dataset_divergence(state, observations, key)
     # KL and MMD live on different scales (MMD^2 <= 2, and its root <= sqrt 2), so each has its
     # own margin.
-    margin = self.algo.mmd_margin if self.algo.divergence == "mmd" else self.algo.kl_margin
+    margin = self.value(state, "mmd_margin" if self.algo.divergence == "mmd" else "kl_margin")
     return state.replace(kl_threshold=jnp.mean(divergence) + margin), divergence
 
   def set_gp_threshold(self, state: BRACPlusState, observations: jax.Array, key: jax.Array,
@@ -489,12 +551,13 @@ class BRACPlus:
     """H0 where the config gives none, by the released code's rules: behaviour NLL -
     act_dim ln 4 (std_scale 4) for a maximum-entropy constraint, the behaviour NLL itself
     (std_scale 1) for a minimum-entropy one."""
-    if self.algo.target_entropy is not None:
+    if self.algo.target_entropy is not None or "target_entropy" in state.hyper:
       return state
     _, metrics = losses.behavior_loss(state.behavior.params, self.behavior, key, batch)
     std_scale = 4.0 if self.algo.entropy_constraint == "max" else 1.0
-    return state.replace(
-        target_entropy=metrics["behavior_nll_bound"] - self.action_dim * math.log(std_scale))
+    offset = state.hyper.get("target_entropy_offset", self.algo.get("target_entropy_offset", 0.0))
+    return state.replace(target_entropy=metrics["behavior_nll_bound"] - self.action_dim * math.log(std_scale)
+                         + offset)
 
 
 def map_chunks(function, observations: jax.Array, chunk_size: int = 4096,

@@ -17,6 +17,12 @@ runs in order. Everything is read from the runs' files, nothing is recomputed:
                      pooled, one histogram per run (Fig. 6)
   table.md           final return and normalised score (mean +- std over seeds),
                      final Q, and the diagnostics' summaries, one line per run
+  sweep.png          for a sweep (launch.py with --config.sweep.*): the final
+                     score against each swept field's values, mean and a 95%
+                     bootstrap confidence band over seeds, one line per value of
+                     the other fields, the best point starred
+
+A sweep's points count as runs of their own everywhere else ("kl_margin=1").
 
 The two histograms read each run's diagnostics.npz (`ablate.final_diagnostics`);
 a run without one is left out of them with a note. An existing file in the
@@ -45,6 +51,8 @@ Q_FIGURE = "q_values.png"
 KL_FIGURE = "kl_histogram.png"
 OOD_FIGURE = "ood_gradients.png"
 TABLE = "table.md"
+SWEEP_FIGURE = "sweep.png"
+BOOTSTRAP_RESAMPLES = 2000
 HISTOGRAM_BINS = 60
 
 
@@ -104,6 +112,62 @@ def read_run(label: str, run_dir: str) -> Run:
     with np.load(diagnostics_path) as arrays:
       diagnostics = {name: arrays[name] for name in arrays.files}
   return Run(label, run_dir, records, summary, diagnostics)
+
+
+def sweep_points(run: Run) -> list[Run]:
+  """A sweep's points as runs of their own, labelled by their values; other runs as they are."""
+  if not run.summary or "points" not in run.summary:
+    points = sorted({r["point"] for r in run.records if "point" in r})
+    if not points:
+      return [run]
+    return [Run(f"{run.label} point {point}", run.run_dir,
+                [r for r in run.records if r.get("point") == point], None, None) for point in points]
+  common = {"seeds": run.summary["seeds"], "run_dir": run.run_dir}
+  return [Run(point["label"], run.run_dir, [r for r in run.records if r.get("point") == point["point"]],
+              common | point, None) for point in run.summary["points"]]
+
+
+def bootstrap_interval(values: np.ndarray, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+  """Percentile bootstrap confidence interval of the mean of `values`."""
+  values = np.asarray(values, np.float64)
+  rng = np.random.default_rng(seed)
+  means = rng.choice(values, size=(BOOTSTRAP_RESAMPLES, values.size), replace=True).mean(axis=1)
+  tail = 100 * (1 - confidence) / 2
+  low, high = np.percentile(means, [tail, 100 - tail])
+  return float(low), float(high)
+
+
+def sweep_figure(run: Run) -> Figure:
+  """The final score against each swept field: one panel per field, one line per setting of
+  the other fields, mean over seeds with a 95% bootstrap band; the best point starred."""
+  summary = run.summary
+  fields = list(summary["sweep"])
+  points, best = summary["points"], summary["best_point"]
+  ylabel = "D4RL-normalised score" if summary["score_metric"] == "normalized_score" else "return"
+  figure = Figure(figsize=(5.0 * len(fields), 4.0), layout="constrained")
+  panels = np.atleast_1d(figure.subplots(1, len(fields)))
+  for axes, field in zip(panels, fields):
+    others = [path for path in fields if path != field]
+    settings = sorted({tuple(p["values"][path] for path in others) for p in points})
+    for index, setting in enumerate(settings):
+      line = sorted((p for p in points if tuple(p["values"][path] for path in others) == setting),
+                    key=lambda p: p["values"][field])
+      x = np.array([p["values"][field] for p in line])
+      mean = np.array([p["mean"] for p in line])
+      bands = np.array([bootstrap_interval(p["scores"]) for p in line])
+      label = ", ".join(f"{path.rpartition('.')[2]}={value:g}" for path, value in zip(others, setting))
+      axes.plot(x, mean, color=_color(index), marker="o", label=label or f"{len(line[0]['scores'])} seeds")
+      axes.fill_between(x, bands[:, 0], bands[:, 1], color=_color(index), alpha=0.2, linewidth=0)
+    champion = points[best]
+    axes.plot([champion["values"][field]], [champion["mean"]], marker="*", markersize=16, color="gold",
+              markeredgecolor="black", linestyle="none", label=f"best: {champion['label']}")
+    values = np.array(summary["sweep"][field], np.float64)
+    if np.all(values > 0) and values.max() / values.min() >= 10:
+      axes.set_xscale("log")
+    axes.set(xlabel=field.rpartition(".")[2], ylabel=f"final {ylabel}",
+             title=f"{run.label}: final {ylabel} vs {field.rpartition('.')[2]}")
+    axes.legend(fontsize="small")
+  return figure
 
 
 def per_epoch(records: list[dict[str, Any]], phase: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
@@ -305,7 +369,9 @@ def make_report(paths: list[str], out_dir: str) -> list[str]:
   """Draws the figures and the table of the named runs into out_dir; returns the files written."""
   if not paths:
     raise InputError("no run directories given; expected one or more runs or ablation directories")
-  runs = [read_run(label, run_dir) for label, run_dir in run_directories(paths)]
+  named = [read_run(label, run_dir) for label, run_dir in run_directories(paths)]
+  sweeps = [run for run in named if run.summary and "points" in run.summary]
+  runs = [point for run in named for point in sweep_points(run)]
   with_diagnostics = [run for run in runs if run.diagnostics is not None]
   for run in runs:
     if run.diagnostics is None:
@@ -317,6 +383,9 @@ def make_report(paths: list[str], out_dir: str) -> list[str]:
     drawings[KL_FIGURE] = lambda: png_bytes(kl_histogram_figure(with_diagnostics))
     drawings[OOD_FIGURE] = lambda: png_bytes(ood_figure(with_diagnostics))
   drawings[TABLE] = lambda: run_table(runs).encode()
+  for run in sweeps:
+    name = SWEEP_FIGURE if len(sweeps) == 1 else f"sweep_{os.path.basename(run.run_dir)}.png"
+    drawings[name] = lambda run=run: png_bytes(sweep_figure(run))
   outputs = new_file_paths(out_dir, drawings)
   for path, draw in zip(outputs, drawings.values()):
     write_new_file(path, draw())

@@ -8,12 +8,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import uuid
 from typing import Any, Optional
 
 import ml_collections
 import numpy as np
 
+from bracplus_jax import sweep
+
 WANDB_PROJECT = "bracplus-jax"
+WANDB_RUNS_FILE = "wandb_runs.json"  # the W&B run ids of a run directory, one per sweep point
 
 
 def wandb_mode(requested: str) -> str:
@@ -39,26 +43,78 @@ def _plain(value: Any) -> Any:
 
 
 class RunLog:
-  """metrics.jsonl in the run directory, mirrored to a W&B run unless W&B is disabled."""
+  """metrics.jsonl in the run directory, mirrored to W&B unless W&B is disabled.
+
+  A line per run: `seed_index` within its sweep point and, in a sweep, `point`
+  and the point's values (`sweep/algo.kl_margin`, ...). W&B gets one run per
+  point, all in one group, each with its point's config, so that W&B's grouping
+  and parallel-coordinates views compare the points directly. Their ids are kept
+  in the run directory (wandb_runs.json), so a resumed run continues them.
+  """
 
   def __init__(self, run_dir: str, config: ml_collections.ConfigDict, task: str, resume: bool):
     self.path = os.path.join(run_dir, "metrics.jsonl")
     self.num_seeds = config.num_seeds
-    self._wandb = None
+    self.points = sweep.grid(config)
+    self.is_sweep = bool(sweep.swept_fields(config))
+    self._wandb = []
     mode = wandb_mode(config.wandb.mode)
-    if mode != "disabled":
-      import wandb
-      self._wandb = wandb.init(
+    if mode == "disabled":
+      return
+    import wandb
+    ids_path = os.path.join(run_dir, WANDB_RUNS_FILE)
+    ids = []
+    if os.path.isfile(ids_path):
+      with open(ids_path) as file:
+        ids = json.load(file)
+    if not ids:
+      ids = ([config.wandb.run_id] if config.wandb.run_id and not self.is_sweep else
+             [uuid.uuid4().hex[:12] for _ in self.points])
+      with open(ids_path, "w") as file:
+        json.dump(ids, file)
+    seeds = f"seeds{config.seed}-{config.seed + config.num_seeds - 1}"
+    for point, run_id in zip(self.points, ids):
+      label = sweep.point_label(point)
+      name = config.wandb.name or f"{task}-{seeds}"
+      self._wandb.append(wandb.init(
           project=config.wandb.project or WANDB_PROJECT,
           entity=config.wandb.entity or None,
           group=config.wandb.group or task,
-          name=config.wandb.name or f"{task}-seeds{config.seed}-{config.seed + config.num_seeds - 1}",
-          config=config.to_dict(), dir=run_dir, mode=mode,
-          id=config.wandb.run_id or None, resume="allow" if resume else None)
+          name=f"{name}-{label}" if label else name,
+          config=sweep.point_config(config, point).to_dict() | (
+              {"sweep_point": len(self._wandb), **point} if self.is_sweep else {}),
+          dir=run_dir, mode=mode, id=run_id, resume="allow",
+          reinit="create_new" if self.is_sweep else "default"))
 
   def write(self, record: dict[str, Any]) -> None:
     with open(self.path, "a") as file:
       file.write(json.dumps({key: _plain(value) for key, value in record.items()}) + "\n")
+
+  def log(self, phase: str, step: int, metrics: dict[str, np.ndarray], epoch: Optional[int] = None):
+    """One JSONL line per run; each point's W&B run gets per-seed curves and their mean."""
+    for run_index in range(len(self.points) * self.num_seeds):
+      point, seed_index = divmod(run_index, self.num_seeds)
+      record = {"phase": phase, "step": step, "seed_index": seed_index}
+      if self.is_sweep:
+        record["point"] = point
+        record.update({f"sweep/{path}": value for path, value in self.points[point].items()})
+      if epoch is not None:
+        record["epoch"] = epoch
+      record.update({name: np.asarray(values)[run_index] for name, values in metrics.items()})
+      self.write(record)
+    for point, run in enumerate(self._wandb):
+      logged = {}
+      for name, values in metrics.items():
+        values = np.asarray(values, dtype=np.float64)[point * self.num_seeds:(point + 1) * self.num_seeds]
+        logged[f"{phase}/{name}/mean"] = float(np.mean(values))
+        logged.update({f"{phase}/{name}/seed_{i}": float(v) for i, v in enumerate(values)})
+      run.log(logged, step=step)
+
+  def finish(self, summaries: list[dict[str, Any]]) -> None:
+    """Each point's W&B run gets its summary (one per point, in order)."""
+    for run, summary in zip(self._wandb, summaries):
+      run.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
+      run.finish()
 
   @property
   def lines(self) -> int:
@@ -80,24 +136,3 @@ class RunLog:
       file.writelines(records[lines:])
     with open(self.path, "w") as file:
       file.writelines(records[:lines])
-
-  def log(self, phase: str, step: int, metrics: dict[str, np.ndarray], epoch: Optional[int] = None):
-    """One JSONL line per seed; W&B gets per-seed curves and their mean over seeds."""
-    for seed_index in range(self.num_seeds):
-      record = {"phase": phase, "step": step, "seed_index": seed_index}
-      if epoch is not None:
-        record["epoch"] = epoch
-      record.update({name: np.asarray(values)[seed_index] for name, values in metrics.items()})
-      self.write(record)
-    if self._wandb is not None:
-      logged = {}
-      for name, values in metrics.items():
-        values = np.asarray(values, dtype=np.float64)
-        logged[f"{phase}/{name}/mean"] = float(np.mean(values))
-        logged.update({f"{phase}/{name}/seed_{i}": float(v) for i, v in enumerate(values)})
-      self._wandb.log(logged, step=step)
-
-  def finish(self, summary: dict[str, Any]) -> None:
-    if self._wandb is not None:
-      self._wandb.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str))})
-      self._wandb.finish()

@@ -23,7 +23,7 @@ import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from bracplus_jax import config as config_lib
-from bracplus_jax import learner
+from bracplus_jax import learner, sweep
 from bracplus_jax.data import OfflineDataset
 
 # Steps per compiled block (`config.block_steps`' default): long enough to amortise dispatch,
@@ -54,6 +54,24 @@ def seed_keys(first_seed: int, num_seeds: int) -> jax.Array:
   return jnp.stack([jax.random.key(first_seed + i) for i in range(num_seeds)])
 
 
+def run_keys(config: ml_collections.ConfigDict) -> jax.Array:
+  """One key per run: every point of a sweep gets the same seeds (`bracplus_jax.sweep`)."""
+  keys = seed_keys(config.seed, config.num_seeds)
+  return jnp.concatenate([keys] * len(sweep.grid(config)))
+
+
+def run_values(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
+  """Each run's values of the swept algo fields, [runs] each ({} without a sweep)."""
+  return {name: jnp.asarray(values) for name, values in sweep.run_values(config).items()}
+
+
+def make_algorithm(config: ml_collections.ConfigDict, observation_dim: int, action_dim: int):
+  """The learner of a run's config, swept fields included."""
+  return learner.BRACPlus(
+      config.algo, observation_dim, action_dim, behavior_steps=config.behavior_steps,
+      policy_init_steps=config.policy_init_steps, swept=tuple(sweep.run_values(config)))
+
+
 def _split(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(keys to carry on, keys to use now), per seed."""
   pairs = jax.vmap(jax.random.split)(keys)
@@ -73,8 +91,8 @@ def state_template(algorithm: learner.BRACPlus, config: ml_collections.ConfigDic
   """Shapes, dtypes and shardings of (state, keys) after `completed_units`, computing nothing."""
 
   def initial():
-    keys, init_keys = _split(seed_keys(config.seed, config.num_seeds))
-    return jax.vmap(algorithm.init)(init_keys), keys
+    keys, init_keys = _split(run_keys(config))
+    return jax.vmap(algorithm.init)(init_keys, run_values(config)), keys
 
   state, keys = jax.eval_shape(initial)
   if completed_units > STAGES.index("start_rl") and config.method != "bc":
@@ -100,14 +118,13 @@ class Trainer:
     config_lib.validate(config)
     self.config = config
     self.progress = progress
-    self.sharding = seed_sharding(config.num_seeds)
+    self.num_runs = sweep.num_runs(config)  # sweep points x seeds
+    self.sharding = seed_sharding(self.num_runs)
     transitions = dataset.transitions
     if self.sharding is not None:  # every device holds the whole dataset
       transitions = jax.device_put(transitions, NamedSharding(self.sharding.mesh, PartitionSpec()))
     self.transitions = transitions
-    self.algorithm = learner.BRACPlus(
-        config.algo, transitions.observation_dim, transitions.action_dim,
-        behavior_steps=config.behavior_steps, policy_init_steps=config.policy_init_steps)
+    self.algorithm = make_algorithm(config, transitions.observation_dim, transitions.action_dim)
     self._scans: dict[tuple[str, int], Callable] = {}
     over_seeds = lambda f: jax.jit(jax.vmap(f, in_axes=(0, None, 0)))  # noqa: E731
     algorithm = self.algorithm
@@ -133,8 +150,8 @@ class Trainer:
 
   def initial(self):
     """(state, keys) before the first unit."""
-    keys, init_keys = _split(seed_keys(self.config.seed, self.config.num_seeds))
-    return self._place(self._init(init_keys)), self._place(keys)
+    keys, init_keys = _split(run_keys(self.config))
+    return self._place(self._init(init_keys, run_values(self.config))), self._place(keys)
 
   def template(self, completed_units: int):
     """A (state, keys) of the structure a checkpoint after `completed_units` holds."""

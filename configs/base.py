@@ -7,6 +7,8 @@ override what differs. Any field can be set on the command line:
 
 import ml_collections
 
+from bracplus_jax.sweep import sweep_template
+
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
@@ -57,6 +59,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.wandb.group = ""  # '' = the task's name, so a task's seeds and runs sit together
   config.wandb.name = ""  # '' = <name>-seeds<first>-<last>
   config.wandb.run_id = ""  # set to continue a W&B run when resuming
+
+  # Hyper-parameter sweeps in one compiled program: --config.sweep.algo.kl_margin="(0.5,1,3)"
+  # trains every point of the grid (the product of the swept fields' values) x num_seeds as
+  # one vmapped axis. Every field has an entry; () = not swept (bracplus_jax/sweep.py says
+  # which fields can be swept).
+  config.sweep = sweep_template(config)
   return config
 
 
@@ -130,6 +138,7 @@ def algorithm_config() -> ml_collections.ConfigDict:
   # None: the released code's rule, behaviour NLL - act_dim * ln 4 for max, the behaviour
   # NLL itself for min.
   algo.target_entropy = None
+  algo.target_entropy_offset = 0.0  # added to the None rule's H0 (a sweepable shift of it)
   algo.entropy_init = 1.0  # initial beta
 
   # Released code: the behaviour VAEs keep taking one step per RL update.
