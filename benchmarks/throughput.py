@@ -295,8 +295,9 @@ def flop_breakdown(preset: str) -> dict[str, float]:
     return pullback(jax.tree.map(jnp.ones_like, outputs))
 
   def critic_gradient(params, with_penalty):
-    penalty = dict(policy_actions=jnp.tanh(pre_tanh), penalty_weights=jnp.ones(batch_size),
-                   penalty_scale=0.1) if with_penalty else {}
+    # As the update takes it: one policy action per state, every head's gradient in one pass.
+    penalty = dict(policy_actions=jnp.tanh(pre_tanh[:1]), penalty_weights=jnp.ones(batch_size),
+                   penalty_scale=0.1, per_head_actions=True) if with_penalty else {}
     return jax.grad(losses.critic_loss, has_aux=True)(
         params, algorithm.critic.apply, batch, batch.rewards, **penalty)[0]
 

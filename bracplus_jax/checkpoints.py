@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 import jax
 import orbax.checkpoint as ocp
 
+from bracplus_jax.errors import InputError
+
 # Orbax reports every save at INFO; a run's own progress bars say enough.
 logging.getLogger("absl").setLevel(logging.WARNING)
 
@@ -70,11 +72,22 @@ class Checkpointer:
 
   def restore(self, number: int, state_template: Any, keys_template: jax.Array):
     """(state, keys, progress); templates give the structure, dtypes and shardings."""
-    restored = self._manager.restore(number, args=ocp.args.Composite(
+    try:
+      restored = self._restore(number, state_template, keys_template)
+    except ValueError as error:
+      if "tree structures do not match" not in str(error):
+        raise
+      raise InputError(
+          f"{self.directory}/{number}: this checkpoint's state has another structure than this "
+          "version's (it was written by an earlier version of bracplus-jax); resume or evaluate "
+          "it with the version that wrote it") from error
+    return restored["state"], jax.random.wrap_key_data(restored["keys"]["keys"]), restored["progress"]
+
+  def _restore(self, number: int, state_template: Any, keys_template: jax.Array):
+    return self._manager.restore(number, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(state_template),
         keys=ocp.args.StandardRestore({"keys": _key_data_template(keys_template)}),
         progress=ocp.args.JsonRestore()))
-    return restored["state"], jax.random.wrap_key_data(restored["keys"]["keys"]), restored["progress"]
 
   def close(self) -> None:
     self._manager.close()

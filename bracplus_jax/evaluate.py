@@ -19,7 +19,7 @@ from absl import app, flags
 import ml_collections
 import numpy as np
 
-from bracplus_jax import checkpoints, data, envs, evaluation, train
+from bracplus_jax import checkpoints, data, envs, evaluation, sweep, train
 from bracplus_jax.cli import exits_cleanly_on_input_errors
 from bracplus_jax.errors import InputError
 
@@ -66,12 +66,17 @@ def main(argv: list[str]) -> None:
       critic_params=state.critic.params, video_path=FLAGS.video)
   reference = data.reference_returns(config.dataset, config.env)
   seed_returns = returns.mean(axis=1)
+  points = sweep.grid(config)
   for index, value in enumerate(seed_returns):
-    line = f"seed {config.seed + index}: return {value:.1f}"
+    point, seed_index = divmod(index, config.num_seeds)
+    line = f"seed {config.seed + seed_index}"
+    if len(points) > 1 or sweep.swept_fields(config):
+      line += f" of point {point} ({sweep.point_label(points[point])})"
+    line += f": return {value:.1f}"
     if reference is not None:
       line += f", normalised score {float(data.scores.normalized_score(value, *reference[:2])):.1f}"
     print(line)
-  line = f"mean +- std over seeds: return {seed_returns.mean():.1f} +- {seed_returns.std():.1f}"
+  line = f"mean +- std over {'all runs' if len(points) > 1 else 'seeds'}: return {seed_returns.mean():.1f} +- {seed_returns.std():.1f}"
   if reference is not None:
     normalized = data.scores.normalized_score(seed_returns, *reference[:2])
     line += f", normalised score {np.mean(normalized):.1f} +- {np.std(normalized):.1f}"

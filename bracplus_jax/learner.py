@@ -447,7 +447,8 @@ class BRACPlus:
           policy_actions=jax.lax.stop_gradient(actions[:1]),
           penalty_weights=losses.gradient_penalty_weights(
               fixed_divergence, state.gp_threshold, algo.gp_weighting),
-          penalty_scale=self._penalty_scale(state))
+          penalty_scale=self._penalty_scale(state),
+          per_head_actions=True)  # every head's action gradient in one backward pass
     critic_gradients, critic_metrics = jax.grad(losses.critic_loss, has_aux=True)(
         state.critic.params, self.critic.apply, batch, targets, **penalty)
     critic = _apply_gradients(state.critic, critic_gradients)

@@ -279,13 +279,21 @@ def gradient_penalty_weights(kl: jax.Array, threshold: jax.Array | float, weight
   raise ValueError(f"unknown gradient penalty weighting {weighting!r}; expected one of {GRADIENT_PENALTY_WEIGHTINGS}")
 
 
-def action_gradients(critic_fn: CriticFn, observations: jax.Array, actions: jax.Array) -> jax.Array:
+def action_gradients(critic_fn: CriticFn, observations: jax.Array, actions: jax.Array,
+                     per_head_actions: bool = False) -> jax.Array:
   """grad_a Q_j(s, a) for every head j: [heads, ..., act] for actions [..., act].
 
-  One forward pass and one batched backward pass (a VJP per head). Each Q(s, a)
-  depends only on its own row, so the gradient of the sum is the per-row
-  gradient.
+  Each Q(s, a) depends only on its own row, so the gradient of a sum is the
+  per-row gradient. With `per_head_actions`, critic_fn(s, a, per_head_actions=True)
+  takes a copy of the actions per head (`networks.TwinCritic`): head j's Q then
+  depends on copy j only, and one backward pass of the heads' sum gives every
+  head's gradient. Otherwise one forward pass and a VJP per head, each through
+  every head: twice the backward work for two heads.
   """
+  if per_head_actions:
+    num_heads = jax.eval_shape(critic_fn, observations, actions).shape[0]
+    copies = jnp.broadcast_to(actions, (num_heads,) + actions.shape)
+    return jax.grad(lambda a: jnp.sum(critic_fn(observations, a, per_head_actions=True)))(copies)
   q_values, pullback = jax.vjp(lambda a: critic_fn(observations, a), actions)
   num_heads = q_values.shape[0]
   one_hot_heads = jnp.broadcast_to(
@@ -302,6 +310,7 @@ def gradient_penalty(
     policy_actions: jax.Array,
     weights: jax.Array,
     scale: jax.Array | float = 0.1,
+    per_head_actions: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """lambda * E_{s, a'~pi}[ ||grad_a Q(s, a')||^2 f(KL(s) - eps_GP) ], the penalty of Eq. 10.
 
@@ -310,11 +319,12 @@ def gradient_penalty(
   scale = lambda (paper 0.1; released code: a Lagrange variable). Summed over
   the Q heads, each head penalised on its own gradient. Differentiating this
   with respect to the critic's parameters inside `critic_fn` is the double
-  backprop the penalty needs.
+  backprop the penalty needs. `per_head_actions`: see `action_gradients`.
   """
   policy_actions = jax.lax.stop_gradient(policy_actions)
   repeated_observations = jnp.broadcast_to(observations, policy_actions.shape[:-1] + observations.shape[-1:])
-  gradients = action_gradients(critic_fn, repeated_observations, policy_actions)  # [heads, n, N, act]
+  gradients = action_gradients(critic_fn, repeated_observations, policy_actions,
+                               per_head_actions)  # [heads, n, N, act]
   squared_norms = jnp.sum(gradients**2, axis=-1)  # [heads, n, N]
   weighted = jnp.sum(squared_norms, axis=0) * weights
   penalty = scale * jnp.mean(weighted)
@@ -360,6 +370,7 @@ def critic_loss(
     policy_actions: jax.Array | None = None,
     penalty_weights: jax.Array | None = None,
     penalty_scale: jax.Array | float = 0.1,
+    per_head_actions: bool = False,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Gradient-penalised policy evaluation (Eq. 10), summed over the Q heads.
 
@@ -374,8 +385,8 @@ def critic_loss(
   if policy_actions is None:
     return td_error, metrics
   penalty, penalty_metrics = gradient_penalty(
-      partial(critic_apply, critic_params), batch.observations, policy_actions, penalty_weights, penalty_scale
-  )
+      partial(critic_apply, critic_params), batch.observations, policy_actions, penalty_weights, penalty_scale,
+      per_head_actions)
   return td_error + penalty, metrics | penalty_metrics
 
 

@@ -90,20 +90,24 @@ class TwinCritic(nn.Module):
   """Two independent Q networks as one vmapped module (App. F).
 
   Parameters carry a leading head axis of size 2 under `params["heads"]`; a
-  call returns Q-values of shape [2, ...].
+  call returns Q-values of shape [2, ...]. With `per_head_actions`, actions
+  carry a head axis too ([2, ..., act]) and head j reads actions[j]: what the
+  gradient penalty needs to take every head's action gradient in one backward
+  pass.
   """
 
   hidden_dims: Sequence[int] = (256, 256, 256)
+  num_heads = 2
 
   @nn.compact
-  def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
+  def __call__(self, observations: jax.Array, actions: jax.Array, per_head_actions: bool = False) -> jax.Array:
     heads = nn.vmap(
         QNetwork,
         variable_axes={"params": 0},
         split_rngs={"params": True},
-        in_axes=None,
+        in_axes=(None, 0) if per_head_actions else None,
         out_axes=0,
-        axis_size=2,
+        axis_size=self.num_heads,
     )(self.hidden_dims, name="heads")
     return heads(observations, actions)
 

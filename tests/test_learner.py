@@ -13,7 +13,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from configs import base  # noqa: E402
 
 from bracplus_jax import config as config_lib  # noqa: E402
-from bracplus_jax import data, learner, train  # noqa: E402
+from bracplus_jax import data, learner, losses, train  # noqa: E402
 from bracplus_jax.data.transitions import Transitions  # noqa: E402
 from bracplus_jax.errors import InputError  # noqa: E402
 from conftest import write_d4rl_file  # noqa: E402
@@ -281,3 +281,31 @@ def test_one_global_alpha_cannot_hold_both_classes_at_the_threshold(two_class_da
   ratios = two_class_kl_ratios(*two_class_dataset, alpha="global")
   # Every seed leaves one class well above eps_KL and the other well below.
   assert np.all(ratios[:, 0] > 1.2) and np.all(ratios[:, 1] < 0.8), ratios
+
+
+@pytest.mark.parametrize("released", [False, True])
+def test_the_one_pass_per_head_penalty_leaves_the_update_unchanged(monkeypatch, released):
+  """The update takes every head's action gradient in one backward pass; ten updates with
+  a VJP per head instead (the textbook route) end at the same parameters and metrics."""
+  config = small_config(gp_weighting="hard", gp_threshold="dataset")
+  if released:
+    base.use_released_code_choices(config)
+    for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims"):
+      config.algo[name] = (16, 16)
+  algorithm = learner.BRACPlus(config.algo, OBS, ACT)
+  state = rl_ready_state(algorithm, jax.random.key(0), gp_threshold=0.0)  # every state penalised
+  transitions = random_transitions(256)
+  run = learner.scan_steps(algorithm.update, 10, 32)
+  one_pass, one_pass_metrics = jax.jit(run)(state, transitions, jax.random.key(1))
+
+  textbook_gradients = losses.action_gradients
+  monkeypatch.setattr(losses, "action_gradients",
+                      lambda critic, observations, actions, per_head_actions=False:
+                      textbook_gradients(critic, observations, actions, False))
+  per_head, per_head_metrics = jax.jit(learner.scan_steps(algorithm.update, 10, 32))(
+      state, transitions, jax.random.key(1))
+  assert float(one_pass_metrics["gradient_penalty"]) > 0
+  for name in one_pass_metrics:
+    np.testing.assert_allclose(one_pass_metrics[name], per_head_metrics[name], rtol=1e-4, atol=1e-6, err_msg=name)
+  for ours, theirs in zip(jax.tree.leaves(one_pass.critic.params), jax.tree.leaves(per_head.critic.params)):
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)

@@ -384,16 +384,18 @@ def finite_difference_action_gradients(critic, params, observations, actions, st
   return gradients
 
 
-def test_action_gradients_match_finite_differences(critic_problem):
+@pytest.mark.parametrize("per_head_actions", [False, True])
+def test_action_gradients_match_finite_differences(critic_problem, per_head_actions):
   critic, params, observations, policy_actions = critic_problem
   repeated = np.broadcast_to(observations, policy_actions.shape[:-1] + (OBS_DIM,))
-  gradients = losses.action_gradients(partial(critic.apply, params), repeated, policy_actions)
+  gradients = losses.action_gradients(partial(critic.apply, params), repeated, policy_actions, per_head_actions)
   expected = finite_difference_action_gradients(critic, params, repeated, policy_actions)
   np.testing.assert_allclose(gradients, expected, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("per_head_actions", [False, True])
 @pytest.mark.parametrize("weighting", ["hard", "soft"])
-def test_gradient_penalty_matches_finite_differences(critic_problem, weighting):
+def test_gradient_penalty_matches_finite_differences(critic_problem, weighting, per_head_actions):
   critic, params, observations, policy_actions = critic_problem
   kl = np.array([0.5, 2.0, 1.2, 3.0])
   weights = losses.gradient_penalty_weights(jnp.asarray(kl), 1.0, weighting)
@@ -407,18 +409,21 @@ def test_gradient_penalty_matches_finite_differences(critic_problem, weighting):
   repeated = np.broadcast_to(observations, policy_actions.shape[:-1] + (OBS_DIM,))
   squared_norms = (finite_difference_action_gradients(critic, params, repeated, policy_actions) ** 2).sum(-1)
   expected = 0.1 * np.mean(squared_norms.sum(0) * expected_weights)
-  penalty, metrics = losses.gradient_penalty(partial(critic.apply, params), observations, policy_actions, weights, 0.1)
+  penalty, metrics = losses.gradient_penalty(partial(critic.apply, params), observations, policy_actions, weights, 0.1,
+                                             per_head_actions)
   assert float(penalty) == pytest.approx(expected, rel=1e-6)
   assert float(metrics["gradient_penalty_active_fraction"]) == pytest.approx(np.mean(expected_weights > 0))
 
 
-def test_gradient_penalty_parameter_gradient_matches_finite_differences(critic_problem):
+@pytest.mark.parametrize("per_head_actions", [False, True])
+def test_gradient_penalty_parameter_gradient_matches_finite_differences(critic_problem, per_head_actions):
   # The double backprop: d/dpsi of a functional of grad_a Q_psi.
   critic, params, observations, policy_actions = critic_problem
   weights = jnp.array([1.0, 0.0, 0.5, 1.0])
 
   def penalty(p):
-    return losses.gradient_penalty(partial(critic.apply, p), observations, policy_actions, weights, 0.1)[0]
+    return losses.gradient_penalty(partial(critic.apply, p), observations, policy_actions, weights, 0.1,
+                                   per_head_actions)[0]
 
   gradient = jax.grad(penalty)(params)
   flat, unravel = ravel_pytree(params)
