@@ -143,10 +143,12 @@ def sweep_figure(run: Run) -> Figure:
   summary = run.summary
   fields = list(summary["sweep"])
   points, best = summary["points"], summary["best_point"]
+  # A field swept over one value has no curve of its own; it still labels the others' lines.
+  drawn = [path for path in fields if len(summary["sweep"][path]) > 1] or fields[:1]
   ylabel = "D4RL-normalised score" if summary["score_metric"] == "normalized_score" else "return"
-  figure = Figure(figsize=(5.0 * len(fields), 4.0), layout="constrained")
-  panels = np.atleast_1d(figure.subplots(1, len(fields)))
-  for axes, field in zip(panels, fields):
+  figure = Figure(figsize=(5.0 * len(drawn), 4.0), layout="constrained")
+  panels = np.atleast_1d(figure.subplots(1, len(drawn)))
+  for axes, field in zip(panels, drawn):
     others = [path for path in fields if path != field]
     settings = sorted({tuple(p["values"][path] for path in others) for p in points})
     for index, setting in enumerate(settings):
