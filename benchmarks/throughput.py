@@ -11,9 +11,9 @@ FLOPs per step x steps/s over this device's f32 matmul throughput, measured in
 the same run. The grid varies one factor at a time from each preset's anchor
 (the paper config at batch 256, the released code's preset at its batch 100,
 both 1 seed): seeds, gradient penalty off, MMD instead of the KL bound, batch.
-The released preset's start-up phases are timed too and compared with the
-authors' TensorFlow code. A table goes to stdout, every row to JSON
-(default benchmarks/results/<device>.json).
+The released preset's start-up phases are timed too. A table goes to stdout,
+every row to JSON (default benchmarks/results/<device>.json). The authors'
+TensorFlow code is timed beside ours by benchmarks/side_by_side.py.
 """
 
 from __future__ import annotations
@@ -48,9 +48,6 @@ VARIANTS = ("base", "gp_off", "mmd")
 SEED_COUNTS = (1, 2, 4, 8, 16)
 BATCH_SIZES = (100, 256, 1024)
 
-# Steps/s of the authors' released TensorFlow code on a 2-core CPU: the released preset
-# at batch 100, one seed.
-TENSORFLOW_STEPS_PER_S = {"behavior": 53.0, "policy_init": 36.0, "update": 5.8}
 PHASE_NAMES = {"behavior": "behaviour VAE", "policy_init": "initial policy", "update": "RL update"}
 
 
@@ -238,8 +235,6 @@ def time_case(case: Case, transitions: Transitions, block: int, repeats: int,
   counted = block if cost_counts_every_iteration() else 1
   flops_per_step = cost["flops"] / counted if "flops" in cost else None
   bytes_per_step = cost["bytes accessed"] / counted if "bytes accessed" in cost else None
-  reference = TENSORFLOW_STEPS_PER_S.get(case.step) if (
-      case.preset == "released" and case.variant == "base" and case.batch_size == 100 and case.num_seeds == 1) else None
   return dataclasses.asdict(case) | {
       "name": case.name,
       "block": block,
@@ -247,6 +242,8 @@ def time_case(case: Case, transitions: Transitions, block: int, repeats: int,
       "trace_s": lowered_at - began,
       "compile_s": compiled_at - began,  # tracing, lowering and XLA's compile
       "warm_up_block_s": warm_up,
+      "block_seconds": seconds,
+      "block_steps_per_s": [block / s for s in seconds],  # in the order timed
       "steps_per_s": median,
       "steps_per_s_min": steps_per_s[0],
       "steps_per_s_max": steps_per_s[-1],
@@ -257,8 +254,6 @@ def time_case(case: Case, transitions: Transitions, block: int, repeats: int,
       "matmul_flops_per_s": matmul_flops_per_s,
       "model_flop_utilisation": flops_per_step * median / matmul_flops_per_s if flops_per_step else None,
       "metrics_finite": bool(all(np.all(np.isfinite(np.asarray(m))) for m in jax.tree.leaves(metrics))),
-      "tensorflow_steps_per_s": reference,
-      "speedup_over_tensorflow": median / reference if reference else None,
   }
 
 
@@ -346,7 +341,7 @@ def _number(value, digits=1):
 def print_table(rows: list[dict[str, Any]]) -> None:
   header = (f"{'case':<28} {'batch':>5} {'seeds':>5} {'block':>5} {'compile s':>9} "
             f"{'steps/s [min-max]':>24} {'seed-steps/s':>12} {'GFLOP/step':>10} {'GFLOP/s':>8} "
-            f"{'matmul':>7} {'MFU %':>6} {'vs TF':>6}")
+            f"{'matmul':>7} {'MFU %':>6}")
   print(header)
   print("-" * len(header))
   for row in rows:
@@ -354,19 +349,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     gflop = row["flops_per_step"] / 1e9 if row["flops_per_step"] else None
     achieved = row["achieved_flops_per_s"] / 1e9 if row["achieved_flops_per_s"] else None
     utilisation = 100 * row["model_flop_utilisation"] if row["model_flop_utilisation"] else None
-    speedup = f"{row['speedup_over_tensorflow']:.2f}x" if row["speedup_over_tensorflow"] else "-"
     print(f"{row['name']:<28} {row['batch_size']:>5} {row['num_seeds']:>5} {row['block']:>5} "
           f"{row['compile_s']:>9.1f} {spread:>24} {row['seed_steps_per_s']:>12.2f} "
           f"{_number(gflop, 3):>10} {_number(achieved):>8} {row['matmul_flops_per_s'] / 1e9:>7.1f} "
-          f"{_number(utilisation):>6} {speedup:>6}")
-
-
-def print_tensorflow_comparison(rows: list[dict[str, Any]]) -> None:
-  print("\nReleased preset, batch 100, 1 seed, against the authors' TensorFlow code (steps/s):")
-  for row in rows:
-    if row["tensorflow_steps_per_s"]:
-      print(f"  {PHASE_NAMES[row['step']]:<15} ours {row['steps_per_s']:8.2f}   TensorFlow "
-            f"{row['tensorflow_steps_per_s']:6.1f}   ratio {row['speedup_over_tensorflow']:.2f}x")
+          f"{_number(utilisation):>6}")
 
 
 def print_breakdown(breakdowns: dict[str, dict[str, float]]) -> None:
@@ -437,7 +423,6 @@ def main(argv=None) -> None:
           f"{rows[-1]['steps_per_s']:.2f} steps/s, compile {rows[-1]['compile_s']:.1f} s", flush=True)
   print()
   print_table(rows)
-  print_tensorflow_comparison(rows)
   breakdowns = {}
   if args.breakdown:
     breakdowns = {preset: flop_breakdown(preset) for preset in dict.fromkeys(c.preset for c in cases)}

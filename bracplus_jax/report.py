@@ -146,7 +146,7 @@ def sweep_figure(run: Run) -> Figure:
   # A field swept over one value has no curve of its own; it still labels the others' lines.
   drawn = [path for path in fields if len(summary["sweep"][path]) > 1] or fields[:1]
   ylabel = "D4RL-normalised score" if summary["score_metric"] == "normalized_score" else "return"
-  figure = Figure(figsize=(5.0 * len(drawn), 4.0), layout="constrained")
+  figure = Figure(figsize=(max(6.5, 5.0 * len(drawn)), 4.2), layout="constrained")
   panels = np.atleast_1d(figure.subplots(1, len(drawn)))
   for axes, field in zip(panels, drawn):
     others = [path for path in fields if path != field]
@@ -167,8 +167,9 @@ def sweep_figure(run: Run) -> Figure:
     if np.all(values > 0) and values.max() / values.min() >= 10:
       axes.set_xscale("log")
     axes.set(xlabel=field.rpartition(".")[2], ylabel=f"final {ylabel}",
-             title=f"{run.label}: final {ylabel} vs {field.rpartition('.')[2]}")
+             title=f"vs {field.rpartition('.')[2]}, mean and 95% CI over seeds")
     axes.legend(fontsize="small")
+  figure.suptitle(f"{run.label}: the final score of every sweep point")
   return figure
 
 
