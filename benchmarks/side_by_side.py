@@ -85,7 +85,7 @@ def ours_worker(args: argparse.Namespace) -> None:
       "code": os.path.dirname(os.path.abspath(bracplus_jax.__file__)),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "command": " ".join([sys.executable, *sys.argv]),
-      "versions": _versions(("jax", "jaxlib", "flax", "optax", "numpy")),
+      "versions": package_versions(("jax", "jaxlib", "flax", "optax", "numpy")),
       "device": throughput.device_description(device),
       "device_slug": throughput.device_slug(device),
       "preset": {"preset": PRESET, "batch_size": BATCH_SIZE, "num_seeds": 1, "variant": "base"},
@@ -99,7 +99,7 @@ def ours_worker(args: argparse.Namespace) -> None:
     json.dump(result, file, indent=2)
 
 
-def _versions(names) -> dict[str, Optional[str]]:
+def package_versions(names) -> dict[str, Optional[str]]:
   import importlib.metadata as metadata
   found = {}
   for name in names:

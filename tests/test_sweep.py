@@ -14,33 +14,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from configs import base  # noqa: E402
 
-from bracplus_jax import collect, experiment, report, sweep  # noqa: E402
+from bracplus_jax import experiment, report, sweep  # noqa: E402
 from bracplus_jax.errors import InputError  # noqa: E402
-
-TINY = {
-    "behavior_steps": 40, "policy_init_steps": 20, "critic_init_steps": 20, "epochs": 2,
-    "steps_per_epoch": 20, "batch_size": 32, "eval_episodes": 1, "eval_every": 1,
-}
-
-
-@pytest.fixture(scope="module")
-def hopper_file(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("data") / "hopper_random.hdf5")
-  collect.collect("Hopper-v5", "random", 600, path, seed=0, progress=False)
-  return path
-
+from test_experiment import hopper_file  # noqa: E402,F401  (the module's fixture)
+from test_experiment import tiny_config as experiment_tiny_config  # noqa: E402
 
 def tiny_config(dataset, num_seeds=2, **algo):
-  config = base.gym_task("hopper", "mixed")
-  config.dataset = f"hdf5:{dataset}"
-  for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims", "alpha_hidden_dims"):
-    config.algo[name] = (16, 16)
-  for name, value in TINY.items():
-    config[name] = value
+  """test_experiment's tiny run with `num_seeds` seeds and these algo fields."""
+  config = experiment_tiny_config(dataset)
   for name, value in algo.items():
     config.algo[name] = value
   config.num_seeds = num_seeds
-  config.wandb.mode = "disabled"
   return config
 
 

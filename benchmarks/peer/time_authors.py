@@ -203,15 +203,10 @@ def metrics_finite(runner, agent, step: str):
 
 
 def versions() -> dict[str, str]:
-  import importlib.metadata as metadata
-  names = ("rlutils-python", "tensorflow-cpu", "tensorflow-probability", "keras", "numpy", "gym")
-  found = {}
-  for name in names:
-    try:
-      found[name] = metadata.version(name)
-    except metadata.PackageNotFoundError:
-      found[name] = None
-  return found
+  # side_by_side.py imports only the standard library at its top, so this venv can read it.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  from side_by_side import package_versions
+  return package_versions(("rlutils-python", "tensorflow-cpu", "tensorflow-probability", "keras", "numpy", "gym"))
 
 
 NOTES = [
