@@ -2,7 +2,9 @@
 
 Any config field can be set on the command line, e.g. --config.num_seeds=4
 --config.dataset=hdf5:/data/hopper.hdf5 --config.algo.divergence=mmd.
-`--resume --workdir=DIR` continues a stopped run from its last checkpoint.
+`--config.sweep.algo.kl_margin="(0.5,1,3)"` trains every value (and every seed) in one
+compiled program. `--resume --workdir=DIR` continues a stopped run from its last checkpoint,
+inside a phase if it stopped there.
 """
 
 import os
