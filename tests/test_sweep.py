@@ -180,3 +180,25 @@ def test_each_point_is_one_wandb_run_in_one_group_and_the_report_draws_the_sweep
   table = (tmp_path / "report" / report.TABLE).read_text()
   for label in ("kl_margin=0.2", "kl_margin=1", "kl_margin=3"):
     assert label in table  # one row per point
+
+
+def test_a_stopped_sweep_resumes_to_the_uninterrupted_result(hopper_file, tmp_path, monkeypatch):
+  config = tiny_config(hopper_file)
+  config.sweep.algo.tau = (0.005, 0.02)
+  config.checkpoint_every = 1
+  whole = experiment.run(config, str(tmp_path / "whole"), progress=False)
+
+  real_after_unit = experiment.Experiment._after_unit
+
+  def stop_after_first_epoch(self, unit, state, keys, result, seconds):
+    real_after_unit(self, unit, state, keys, result, seconds)
+    if result.epoch == 1:
+      raise KeyboardInterrupt
+
+  monkeypatch.setattr(experiment.Experiment, "_after_unit", stop_after_first_epoch)
+  with pytest.raises(KeyboardInterrupt):
+    experiment.run(config, str(tmp_path / "stopped"), progress=False)
+  monkeypatch.setattr(experiment.Experiment, "_after_unit", real_after_unit)
+  resumed = experiment.run(None, str(tmp_path / "stopped"), resume=True, progress=False)
+  assert resumed["points"] == whole["points"]
+  assert epoch_records(tmp_path / "stopped") == epoch_records(tmp_path / "whole")
