@@ -81,8 +81,9 @@ class RunLog:
           entity=config.wandb.entity or None,
           group=config.wandb.group or task,
           name=f"{name}-{label}" if label else name,
+          # The point's own config: W&B shows algo.kl_margin etc. as columns to group by.
           config=sweep.point_config(config, point).to_dict() | (
-              {"sweep_point": len(self._wandb), **point} if self.is_sweep else {}),
+              {"sweep_point": len(self._wandb)} if self.is_sweep else {}),
           dir=run_dir, mode=mode, id=run_id, resume="allow",
           reinit="create_new" if self.is_sweep else "default"))
 
