@@ -70,13 +70,13 @@ def main(argv: list[str]) -> None:
   for index, value in enumerate(seed_returns):
     point, seed_index = divmod(index, config.num_seeds)
     line = f"seed {config.seed + seed_index}"
-    if len(points) > 1 or sweep.swept_fields(config):
+    if sweep.is_sweep(config):
       line += f" of point {point} ({sweep.point_label(points[point])})"
     line += f": return {value:.1f}"
     if reference is not None:
       line += f", normalised score {float(data.scores.normalized_score(value, *reference[:2])):.1f}"
     print(line)
-  line = f"mean +- std over {'all runs' if len(points) > 1 else 'seeds'}: return {seed_returns.mean():.1f} +- {seed_returns.std():.1f}"
+  line = f"mean +- std over {'all runs' if sweep.is_sweep(config) else 'seeds'}: return {seed_returns.mean():.1f} +- {seed_returns.std():.1f}"
   if reference is not None:
     normalized = data.scores.normalized_score(seed_returns, *reference[:2])
     line += f", normalised score {np.mean(normalized):.1f} +- {np.std(normalized):.1f}"

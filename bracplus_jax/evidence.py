@@ -39,6 +39,7 @@ from bracplus_jax import config as config_lib
 from bracplus_jax import data, experiment, report
 from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors
 from bracplus_jax.collect import RECIPES
+from bracplus_jax.data.d4rl_source import cache_dir
 from bracplus_jax.errors import InputError
 
 METHODS = ("bc", "brac_plus")
@@ -289,9 +290,7 @@ def main(argv: list[str]) -> None:
   options = flags.FLAGS
   recipes = parse_recipes(options.recipes)
   workdir = options.workdir or os.path.join("runs", f"evidence-{options.env}")
-  data_dir = options.data_dir or os.path.join(
-      os.environ.get("BRACPLUS_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "bracplus_jax"),
-      "generated")
+  data_dir = options.data_dir or os.path.join(cache_dir(), "generated")
   try:
     run_evidence(options.config, options.env, recipes, options.seeds, workdir,
                  options.out or workdir, os.path.abspath(os.path.expanduser(data_dir)))

@@ -125,7 +125,7 @@ class Experiment:
         json.dump(config.to_dict(), file, indent=2, default=list)
     self.trainer = train.Trainer(config, self.dataset, progress)
     self.points = sweep.grid(config)  # one empty point without a sweep
-    self.is_sweep = bool(sweep.swept_fields(config))
+    self.is_sweep = sweep.is_sweep(config)
     self.log = run_log.RunLog(self.run_dir, config, config.name, resume)
     self.phase_seconds: dict[str, float] = {}
     self.gradient_steps = 0
@@ -142,7 +142,7 @@ class Experiment:
     began = time.perf_counter()
     returns = []
     for point in range(len(self.points)):
-      runs = slice(point * config.num_seeds, (point + 1) * config.num_seeds)
+      runs = sweep.point_runs(point, config.num_seeds)
       policy_params, critic_params = jax.tree.map(lambda x: x[runs], (state.policy.params, state.critic.params))
       returns.append(evaluation.evaluate(
           algorithm.policy, policy_params, config.env, config.eval_episodes,
@@ -211,7 +211,7 @@ class Experiment:
   def _evaluation_line(self, epoch: int, evaluation_result: dict[str, np.ndarray]) -> str:
     lines = []
     for point in range(len(self.points)):
-      runs = slice(point * self.config.num_seeds, (point + 1) * self.config.num_seeds)
+      runs = sweep.point_runs(point, self.config.num_seeds)
       returns = evaluation_result["return"][runs]
       line = f"return {returns.mean():.1f} +- {returns.std():.1f}"
       if "normalized_score" in evaluation_result:
@@ -270,7 +270,7 @@ class Experiment:
     per_run = np.asarray(self.last_evaluation[metric]).reshape(len(self.points), config.num_seeds)
     points = sweep.point_summaries(per_run, self.points)
     for index, point in enumerate(points):
-      runs = slice(index * config.num_seeds, (index + 1) * config.num_seeds)
+      runs = sweep.point_runs(index, config.num_seeds)
       point |= _scores({name: values[runs] for name, values in self.last_evaluation.items()})
     summary["points"] = points
     summary["score_metric"] = metric

@@ -56,7 +56,11 @@ class RunLog:
     self.path = os.path.join(run_dir, "metrics.jsonl")
     self.num_seeds = config.num_seeds
     self.points = sweep.grid(config)
-    self.is_sweep = bool(sweep.swept_fields(config))
+    self.is_sweep = sweep.is_sweep(config)
+    self._lines = 0  # lines metrics.jsonl holds: counted once here, then as they are written
+    if os.path.exists(self.path):
+      with open(self.path) as file:
+        self._lines = sum(1 for _ in file)
     self._wandb = []
     mode = wandb_mode(config.wandb.mode)
     if mode == "disabled":
@@ -90,6 +94,7 @@ class RunLog:
   def write(self, record: dict[str, Any]) -> None:
     with open(self.path, "a") as file:
       file.write(json.dumps({key: _plain(value) for key, value in record.items()}) + "\n")
+    self._lines += 1
 
   def log(self, phase: str, step: int, metrics: dict[str, np.ndarray], epoch: Optional[int] = None):
     """One JSONL line per run; each point's W&B run gets per-seed curves and their mean."""
@@ -106,7 +111,7 @@ class RunLog:
     for point, run in enumerate(self._wandb):
       logged = {}
       for name, values in metrics.items():
-        values = np.asarray(values, dtype=np.float64)[point * self.num_seeds:(point + 1) * self.num_seeds]
+        values = np.asarray(values, dtype=np.float64)[sweep.point_runs(point, self.num_seeds)]
         logged[f"{phase}/{name}/mean"] = float(np.mean(values))
         logged.update({f"{phase}/{name}/seed_{i}": float(v) for i, v in enumerate(values)})
       run.log(logged, step=step)
@@ -120,10 +125,7 @@ class RunLog:
   @property
   def lines(self) -> int:
     """Lines metrics.jsonl holds now."""
-    if not os.path.exists(self.path):
-      return 0
-    with open(self.path) as file:
-      return sum(1 for _ in file)
+    return self._lines
 
   def rewind(self, lines: int) -> None:
     """Keeps metrics.jsonl's first `lines` lines, for a run resumed from a checkpoint taken
@@ -137,3 +139,4 @@ class RunLog:
       file.writelines(records[lines:])
     with open(self.path, "w") as file:
       file.writelines(records[:lines])
+    self._lines = lines

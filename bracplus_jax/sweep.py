@@ -149,6 +149,15 @@ def num_runs(config: ml_collections.ConfigDict) -> int:
   return len(grid(config)) * config.num_seeds
 
 
+def is_sweep(config: ml_collections.ConfigDict) -> bool:
+  return bool(swept_fields(config))
+
+
+def point_runs(point: int, num_seeds: int) -> slice:
+  """The runs of sweep point `point` along the run axis: its seeds, in order."""
+  return slice(point * num_seeds, (point + 1) * num_seeds)
+
+
 def point_summaries(seed_scores: np.ndarray, points: list[dict[str, float]]) -> list[dict[str, Any]]:
   """Per point: its values, per-seed scores, mean, std and IQM (the mean of the middle 50%,
   rliable's interquartile mean) of `seed_scores` [points, seeds]."""

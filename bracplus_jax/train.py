@@ -234,7 +234,10 @@ class Trainer:
     unit but its last, for checkpoints inside long phases. Seconds count from
     the unit's start in this process.
     """
-    completed, state, keys, first_block = (*start, 0)[:4] if start is not None else (0, *self.initial(), 0)
+    if start is None:
+      completed, first_block, (state, keys) = 0, 0, self.initial()
+    else:
+      completed, state, keys, first_block = start if len(start) == 4 else (*start, 0)
     for unit in range(completed, self.num_units):
       began = time.perf_counter()
       inside = None

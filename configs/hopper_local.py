@@ -17,6 +17,7 @@ every other respect, with the released code's KL margin for the recipe.
 import os
 
 from bracplus_jax.collect import RECIPES
+from bracplus_jax.data.d4rl_source import cache_dir
 from configs import base
 
 
@@ -25,9 +26,7 @@ def get_config(recipe: str = "random"):
     raise ValueError(f"unknown recipe '{recipe}' after ':'; expected one of {', '.join(RECIPES)}")
   config = base.gym_task("hopper", "medium" if recipe == "expert" else recipe)
   config.name = "hopper_local" if recipe == "random" else f"hopper_local_{recipe}"
-  data_dir = os.environ.get("BRACPLUS_DATA") or os.path.join(
-      os.path.expanduser("~"), ".cache", "bracplus_jax")
-  config.dataset = f"hdf5:{os.path.join(data_dir, 'generated', f'Hopper-v5_{recipe}.hdf5')}"
+  config.dataset = f"hdf5:{os.path.join(cache_dir(), 'generated', f'Hopper-v5_{recipe}.hdf5')}"
   config.env = "Hopper-v5"
   config.make_dataset.recipe = recipe
   config.make_dataset.steps = 100_000

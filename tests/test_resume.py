@@ -16,7 +16,8 @@ sys.path.insert(0, str(ROOT))
 
 from configs import base  # noqa: E402
 
-from bracplus_jax import checkpoints, collect, experiment  # noqa: E402
+from bracplus_jax import checkpoints, experiment  # noqa: E402
+from test_experiment import hopper_file  # noqa: E402,F401  (the module's fixture)
 
 # Tiny networks; a behaviour phase of 30 blocks of 10 steps with a checkpoint every 3 blocks.
 FLAGS = {
@@ -26,13 +27,6 @@ FLAGS = {
     **{f"algo.{name}": (16, 16) for name in
        ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims", "alpha_hidden_dims")},
 }
-
-
-@pytest.fixture(scope="module")
-def hopper_file(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("data") / "hopper_random.hdf5")
-  collect.collect("Hopper-v5", "random", 600, path, seed=0, progress=False)
-  return path
 
 
 def command(dataset, workdir, resume=False):
