@@ -13,6 +13,7 @@ from bracplus_jax.errors import InputError
 CHOICES = {
     "method": ("brac_plus", "bc"),
     "algo.policy_scale": ("paper", "released"),
+    "algo.matmul_dtype": ("float32", "bfloat16"),
     "algo.divergence": ("kl", "mmd"),
     "algo.kl_ensemble": ("random_per_state", "random_per_batch", "all"),
     "algo.alpha": ("state", "global"),

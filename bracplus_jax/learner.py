@@ -21,6 +21,9 @@ from flax.training.train_state import TrainState
 
 from bracplus_jax import distributions, losses, networks
 from bracplus_jax.data.transitions import Transitions
+from bracplus_jax.random_bits import unroll_threefry_on_cpu
+
+unroll_threefry_on_cpu()  # the same random bits, drawn faster on CPUs
 
 Metrics = dict[str, jax.Array]
 # The released code's cap on its scalar multipliers: alpha, and here beta and the GP weight too.
@@ -89,13 +92,15 @@ class BRACPlus:
     self.observation_dim = observation_dim
     self.action_dim = action_dim
     latent_dim = algo.behavior_latent_dim or 2 * action_dim
-    self.policy = networks.TanhGaussianPolicy(action_dim, tuple(algo.policy_hidden_dims), algo.policy_scale)
-    self.critic = networks.TwinCritic(tuple(algo.critic_hidden_dims))
+    matmul_dtype = algo.get("matmul_dtype", "float32")  # runs saved before the option: float32
+    self.policy = networks.TanhGaussianPolicy(
+        action_dim, tuple(algo.policy_hidden_dims), algo.policy_scale, matmul_dtype)
+    self.critic = networks.TwinCritic(tuple(algo.critic_hidden_dims), matmul_dtype)
     self.behavior = networks.BehaviorVAEEnsemble(
-        action_dim, latent_dim, tuple(algo.behavior_hidden_dims), algo.behavior_ensemble_size)
+        action_dim, latent_dim, tuple(algo.behavior_hidden_dims), algo.behavior_ensemble_size, matmul_dtype)
     if algo.alpha == "state":
       self.alpha = networks.StateAlpha(
-          tuple(algo.alpha_hidden_dims), algo.alpha_init, algo.alpha_min, algo.alpha_max)
+          tuple(algo.alpha_hidden_dims), algo.alpha_init, algo.alpha_min, algo.alpha_max, matmul_dtype)
     else:
       self.alpha = networks.GlobalAlpha(algo.alpha_init, MULTIPLIER_MAXIMUM)
     self.entropy = networks.LagrangeMultiplier(algo.entropy_init, maximum=MULTIPLIER_MAXIMUM)

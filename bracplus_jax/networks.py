@@ -4,6 +4,13 @@ Architectures follow App. F of the paper. Ensembles (the two Q heads, the B
 behaviour VAEs) are one `nn.vmap`ped module each, so their parameters are
 stacked along a leading member axis and every member runs in one batched
 matmul.
+
+Every module takes `matmul_dtype`: "float32" (default) or "bfloat16", which
+rounds each layer's matmul operands to bfloat16 and sums the products in
+float32, in the forward and in every backward pass (`bfloat16_matmul`).
+Parameters, activations and optimiser states stay float32. On CPUs with AMX
+and on GPUs such products run several times faster; they carry bfloat16's
+8-bit mantissa, so results differ from float32's by more than rounding noise.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 # Released code: scale = softplus(clip(raw, -10, 5)) for the policy (option
 # "released") and for both halves of the behaviour VAE.
@@ -36,17 +44,67 @@ def _bounded_softplus_scale(raw: jax.Array) -> jax.Array:
   return jax.nn.softplus(jnp.clip(raw, RAW_SCALE_MIN, RAW_SCALE_MAX))
 
 
+MATMUL_DTYPES = ("float32", "bfloat16")
+
+
+def _bfloat16_product(x: jax.Array, w: jax.Array) -> jax.Array:
+  return lax.dot_general(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), (((x.ndim - 1,), (0,)), ((), ())),
+                         preferred_element_type=jnp.float32)
+
+
+@jax.custom_vjp
+def bfloat16_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
+  """x [..., k] @ w [k, n] -> float32 [..., n], with both operands rounded to bfloat16."""
+  return _bfloat16_product(x, w)
+
+
+def _bfloat16_matmul_forward(x, w):
+  return _bfloat16_product(x, w), (x, w)
+
+
+def _bfloat16_matmul_backward(residuals, cotangent):
+  # JAX's own rule would take both products in float32, for the cotangent is float32;
+  # calling bfloat16_matmul keeps them, and the gradient penalty's second backward
+  # pass through them, in bfloat16.
+  x, w = residuals
+  x_rows = x.reshape(-1, x.shape[-1])
+  cotangent_rows = cotangent.reshape(-1, cotangent.shape[-1])
+  return (bfloat16_matmul(cotangent, w.T).astype(x.dtype),
+          bfloat16_matmul(x_rows.T, cotangent_rows).astype(w.dtype))
+
+
+bfloat16_matmul.defvjp(_bfloat16_matmul_forward, _bfloat16_matmul_backward)
+
+
+def _bfloat16_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+  """nn.Dense's dot_general (inputs' last axis with the kernel's first) as `bfloat16_matmul`."""
+  del precision, preferred_element_type
+  if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())):
+    raise ValueError(f"bfloat16 matmuls take a Dense layer's contraction, got {dimension_numbers}")
+  return bfloat16_matmul(lhs, rhs)
+
+
+def dense(features: int, matmul_dtype: str = "float32", **kwargs) -> nn.Dense:
+  """nn.Dense whose matmul runs in `matmul_dtype` (parameters stay float32 and keep their names)."""
+  if matmul_dtype == "float32":
+    return nn.Dense(features, **kwargs)
+  if matmul_dtype == "bfloat16":
+    return nn.Dense(features, dot_general=_bfloat16_dot_general, **kwargs)
+  raise ValueError(f"unknown matmul dtype {matmul_dtype!r}; expected one of {MATMUL_DTYPES}")
+
+
 class MLP(nn.Module):
   """ReLU after every hidden layer, linear output."""
 
   hidden_dims: Sequence[int]
   output_dim: int
+  matmul_dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for width in self.hidden_dims:
-      x = nn.relu(nn.Dense(width)(x))
-    return nn.Dense(self.output_dim)(x)
+      x = nn.relu(dense(width, self.matmul_dtype)(x))
+    return dense(self.output_dim, self.matmul_dtype)(x)
 
 
 class TanhGaussianPolicy(nn.Module):
@@ -61,10 +119,11 @@ class TanhGaussianPolicy(nn.Module):
   action_dim: int
   hidden_dims: Sequence[int] = (512, 512, 512)
   scale: str = "paper"
+  matmul_dtype: str = "float32"
 
   @nn.compact
   def __call__(self, observations: jax.Array) -> tuple[jax.Array, jax.Array]:
-    outputs = MLP(self.hidden_dims, 2 * self.action_dim, name="trunk")(observations)
+    outputs = MLP(self.hidden_dims, 2 * self.action_dim, self.matmul_dtype, name="trunk")(observations)
     mean, raw_scale = jnp.split(outputs, 2, axis=-1)
     if self.scale == "paper":
       std = jnp.exp(jnp.clip(raw_scale, LOG_STD_MIN, LOG_STD_MAX))
@@ -79,11 +138,12 @@ class QNetwork(nn.Module):
   """One Q(s, a) MLP; returns [...] for inputs [..., dim]."""
 
   hidden_dims: Sequence[int] = (256, 256, 256)
+  matmul_dtype: str = "float32"
 
   @nn.compact
   def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
     inputs = jnp.concatenate([observations, actions], axis=-1)
-    return MLP(self.hidden_dims, 1, name="mlp")(inputs)[..., 0]
+    return MLP(self.hidden_dims, 1, self.matmul_dtype, name="mlp")(inputs)[..., 0]
 
 
 class TwinCritic(nn.Module):
@@ -97,6 +157,7 @@ class TwinCritic(nn.Module):
   """
 
   hidden_dims: Sequence[int] = (256, 256, 256)
+  matmul_dtype: str = "float32"
   num_heads = 2
 
   @nn.compact
@@ -108,7 +169,7 @@ class TwinCritic(nn.Module):
         in_axes=(None, 0) if per_head_actions else None,
         out_axes=0,
         axis_size=self.num_heads,
-    )(self.hidden_dims, name="heads")
+    )(self.hidden_dims, self.matmul_dtype, name="heads")
     return heads(observations, actions)
 
 
@@ -122,10 +183,11 @@ class ConditionalVAE(nn.Module):
   action_dim: int
   latent_dim: int
   hidden_dims: Sequence[int] = (512, 512, 512)
+  matmul_dtype: str = "float32"
 
   def setup(self):
-    self.encoder = MLP(self.hidden_dims, 2 * self.latent_dim)
-    self.decoder = MLP(self.hidden_dims, 2 * self.action_dim)
+    self.encoder = MLP(self.hidden_dims, 2 * self.latent_dim, self.matmul_dtype)
+    self.decoder = MLP(self.hidden_dims, 2 * self.action_dim, self.matmul_dtype)
 
   def encode(self, observations: jax.Array, pre_tanh_actions: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(mean, std) of the approximate posterior q(z|s,u)."""
@@ -168,6 +230,7 @@ class BehaviorVAEEnsemble(nn.Module):
   latent_dim: int
   hidden_dims: Sequence[int] = (512, 512, 512)
   ensemble_size: int = 3
+  matmul_dtype: str = "float32"
 
   def setup(self):
     members = nn.vmap(
@@ -178,7 +241,7 @@ class BehaviorVAEEnsemble(nn.Module):
         out_axes=0,
         methods=["__call__", "encode", "decode"],
     )
-    self.members = members(self.action_dim, self.latent_dim, self.hidden_dims)
+    self.members = members(self.action_dim, self.latent_dim, self.hidden_dims, self.matmul_dtype)
 
   def encode(self, observations: jax.Array, pre_tanh_actions: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Per-member (mean, std) of q(z|s,u); inputs and outputs [B', ...]."""
@@ -196,7 +259,7 @@ class BehaviorVAEEnsemble(nn.Module):
 
   def member(self) -> ConditionalVAE:
     """The single-member module that `member_variables` plugs into."""
-    return ConditionalVAE(self.action_dim, self.latent_dim, self.hidden_dims, parent=None)
+    return ConditionalVAE(self.action_dim, self.latent_dim, self.hidden_dims, self.matmul_dtype, parent=None)
 
 
 def broadcast_to_members(tree, ensemble_size: int):
@@ -283,10 +346,11 @@ class StateAlpha(nn.Module):
   initial: float = 10.0
   minimum: float = 1e-3
   maximum: float = 1e4
+  matmul_dtype: str = "float32"
 
   def setup(self):
-    self.trunk = [nn.Dense(width) for width in self.hidden_dims]
-    self.head = nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
+    self.trunk = [dense(width, self.matmul_dtype) for width in self.hidden_dims]
+    self.head = dense(1, self.matmul_dtype, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
 
   def log_alpha(self, observations: jax.Array) -> jax.Array:
     x = observations

@@ -1,6 +1,7 @@
 """Network shapes, parameterisations and ensemble layout, checked against plain numpy forwards."""
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from bracplus_jax import networks
+from bracplus_jax import losses, networks
+from bracplus_jax.data.transitions import Transitions
 
 OBS_DIM, ACT_DIM, LATENT_DIM = 5, 2, 3
 
@@ -263,3 +265,78 @@ def test_lagrange_multiplier_bound_holds_under_a_long_push_and_releases_when_it_
   moved = outward * (limit - released)
   assert moved[release_steps - 1] > 1e-4
   assert np.all(np.diff(moved[release_steps:]) > 0)
+
+
+# ---------------------------------------------------------------------------
+# bfloat16 matmuls
+# ---------------------------------------------------------------------------
+
+
+def to_bfloat16(x):
+  """x rounded to the nearest bfloat16, back in float64: what the matmul's operands become."""
+  return np.asarray(jnp.asarray(x, jnp.float32).astype(jnp.bfloat16).astype(jnp.float32), np.float64)
+
+
+def test_bfloat16_matmul_and_both_its_gradients_use_bfloat16_operands_summed_in_float32():
+  rng = np.random.default_rng(4)
+  x = rng.normal(size=(2, 7, 33)).astype(np.float32)
+  w = rng.normal(size=(33, 5)).astype(np.float32)
+  cotangent = rng.normal(size=(2, 7, 5)).astype(np.float32)
+  out, pullback = jax.vjp(networks.bfloat16_matmul, x, w)
+  grad_x, grad_w = pullback(cotangent)
+  assert out.dtype == grad_x.dtype == grad_w.dtype == jnp.float32
+
+  # Products of the rounded operands, summed exactly (float64): float32 accumulation is
+  # within float32 rounding of that, far inside bfloat16's 2^-9.
+  np.testing.assert_allclose(out, to_bfloat16(x) @ to_bfloat16(w), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(grad_x, to_bfloat16(cotangent) @ to_bfloat16(w).T, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      grad_w, to_bfloat16(x).reshape(-1, 33).T @ to_bfloat16(cotangent).reshape(-1, 5), rtol=1e-5, atol=1e-5)
+  # ... and they are not float32's products: the rounding is real.
+  assert np.max(np.abs(np.asarray(out, np.float64) - x.astype(np.float64) @ w)) > 1e-3
+
+
+def test_bfloat16_networks_keep_float32_parameters_and_track_float32_to_bfloat16_precision():
+  rng = np.random.default_rng(5)
+  obs = rng.normal(size=(64, OBS_DIM)).astype(np.float32)
+  actions = rng.uniform(-1, 1, size=(64, ACT_DIM)).astype(np.float32)
+  exact = networks.TwinCritic(hidden_dims=(32, 32))
+  rounded = networks.TwinCritic(hidden_dims=(32, 32), matmul_dtype="bfloat16")
+  params = exact.init(jax.random.PRNGKey(0), obs, actions)
+  assert jax.tree.structure(rounded.init(jax.random.PRNGKey(0), obs, actions)) == jax.tree.structure(params)
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
+
+  def penalty(critic):  # the gradient penalty's double backprop: d/dparams of ||dQ/da||^2
+    return jax.grad(lambda p: jnp.sum(losses.action_gradients(
+        partial(critic.apply, p), obs, actions, per_head_actions=True) ** 2))(params)
+
+  q_exact, q_rounded = exact.apply(params, obs, actions), rounded.apply(params, obs, actions)
+  scale = np.max(np.abs(q_exact))
+  assert 0 < np.max(np.abs(q_rounded - q_exact)) < 2e-2 * scale
+  # Every layer's penalty gradient to within a few bfloat16 roundings (the output bias's is 0).
+  for leaf_exact, leaf_rounded in zip(jax.tree.leaves(penalty(exact)), jax.tree.leaves(penalty(rounded))):
+    assert np.linalg.norm(leaf_rounded - leaf_exact) <= 5e-2 * np.linalg.norm(leaf_exact) + 1e-7
+
+
+def test_a_bfloat16_update_runs_every_matmul_in_bfloat16():
+  """Forward, backward and the penalty's second backward pass: no float32 dot is left."""
+  from configs import base
+  from bracplus_jax import learner
+  config = base.get_config()
+  base.use_released_code_choices(config)
+  for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims", "alpha_hidden_dims"):
+    config.algo[name] = (16, 16)
+  config.algo.matmul_dtype = "bfloat16"
+  algorithm = learner.BRACPlus(config.algo, OBS_DIM, ACT_DIM)
+  state = algorithm.start_rl(algorithm.init(jax.random.key(0)))
+  rng = np.random.default_rng(6)
+  batch = Transitions(
+      observations=jnp.asarray(rng.normal(size=(8, OBS_DIM)), jnp.float32),
+      actions=jnp.asarray(rng.uniform(-0.9, 0.9, size=(8, ACT_DIM)), jnp.float32),
+      rewards=jnp.ones(8), next_observations=jnp.asarray(rng.normal(size=(8, OBS_DIM)), jnp.float32),
+      dones=jnp.zeros(8))
+  text = jax.jit(algorithm.update).lower(state, batch, jax.random.key(1)).as_text()
+  dots = [line for line in text.splitlines() if "stablehlo.dot_general" in line]
+  assert len(dots) > 20
+  float32_dots = [line for line in dots if "xf32>, tensor" in line.split(":")[-1].split("->")[0]]
+  assert not float32_dots, float32_dots[:3]

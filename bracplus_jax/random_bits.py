@@ -1,0 +1,36 @@
+"""Threefry random bits on the CPU, unrolled: the same bits, several times faster.
+
+JAX lowers its Threefry-2x32 hash on the CPU as a rolled loop of five
+four-round blocks (`use_rolled_loops=True`), to keep compile times short; on
+every other platform it emits the twenty rounds straight. The rolled loop runs
+as an XLA while loop whose every iteration re-reads and re-writes the counters,
+and an update draws tens of thousands of normals (policy samples, latents, and
+batch indices), so on a 2-core CPU the draws cost about 4x what the straight
+rounds cost (benchmarks/results/side_by_side-cpu-2core.json). The round
+function is the same either way, so the bits are identical
+(tests/test_random_bits.py checks them against a process that kept the loop;
+normals, erf_inv of those bits, can differ in their last bit where XLA
+vectorises erf_inv differently).
+
+`unroll_threefry_on_cpu()` registers JAX's own straight lowering for the CPU.
+It runs when `bracplus_jax.learner` is imported; a JAX without the private
+names it needs keeps its default lowering.
+"""
+
+from __future__ import annotations
+
+import functools
+
+
+@functools.cache
+def unroll_threefry_on_cpu() -> bool:
+  """Lower threefry2x32 on the CPU without the rolled loop; True if the lowering was registered."""
+  try:
+    from jax._src.random import threefry2x32 as threefry
+    from jax.extend.random import threefry2x32_p
+    from jax.interpreters import mlir
+    straight = threefry._threefry2x32_lowering_rule  # the lowering of the other platforms
+  except (ImportError, AttributeError):
+    return False
+  mlir.register_lowering(threefry2x32_p, straight, platform="cpu")
+  return True
