@@ -3,6 +3,7 @@
     python benchmarks/side_by_side.py [--rounds=3] [--block=20] [--repeats=5]
         [--steps=update,behavior,policy_init] [--peer-python=PATH] [--out=PATH]
         [--ours-at=LABEL=REVISION ...] [--ours-with=LABEL=XLA_FLAGS ...]
+        [--ours-dtype=LABEL=MATMUL_DTYPE ...]
 
 Each round runs our timing, then theirs, as separate processes one after the
 other (never at once), so both see the same machine at nearly the same time:
@@ -16,9 +17,11 @@ length. Both use the machine's cores at their defaults (XLA's, TF's thread pools
 
 The table gives steps/s, median [min-max] over every timed block of every round,
 and ours/theirs: the median [min-max] over rounds of the ratio of the two sides'
-medians within a round. `--ours-at before=<git revision>` and `--ours-with
-<label>=<XLA_FLAGS>` time other versions of ours in the same rounds, between ours
-and theirs, with their ratios to both: the before/after of an optimisation. Every number comes from this run. JSON with every block
+medians within a round. `--ours-at before=<git revision>`, `--ours-with
+<label>=<XLA_FLAGS>` and `--ours-dtype bf16=bfloat16` (our code with that
+algo.matmul_dtype) time other versions of ours in the same rounds, between ours
+and theirs, with their ratios to both: the before/after of an optimisation.
+Every number comes from this run. JSON with every block
 goes to --out (default benchmarks/results/side_by_side-<device>.json).
 """
 
@@ -55,12 +58,14 @@ BUSY_WARNING = 0.05  # share of the CPUs other processes may use during a timing
 # ---------------------------------------------------------------------------
 
 
-def time_ours(step: str, transitions, block: int, repeats: int) -> dict[str, Any]:
+def time_ours(step: str, transitions, block: int, repeats: int, matmul_dtype: str = "") -> dict[str, Any]:
   """throughput.time_case for the released preset at batch 100, 1 seed: the same program and
   protocol as benchmarks/throughput.py, with every timed block's steps/s."""
   import throughput
 
-  case = throughput.Case(PRESET, BATCH_SIZE, 1, "base", step)
+  # Revisions older than algo.matmul_dtype run float32 and take no dtype.
+  dtype = {"matmul_dtype": matmul_dtype} if matmul_dtype else {}
+  case = throughput.Case(PRESET, BATCH_SIZE, 1, "base", step, **dtype)
   row = throughput.time_case(case, transitions, block, repeats, 256)
   row.setdefault("block_steps_per_s", [row["steps_per_s"]])  # versions that kept only the median
   return row | {"step": step, "case": case.name}
@@ -78,12 +83,13 @@ def ours_worker(args: argparse.Namespace) -> None:
 
   device = jax.devices()[0]
   transitions = throughput.synthetic_transitions()
-  rows = [time_ours(step, transitions, args.block, args.repeats) for step in args.steps]
+  rows = [time_ours(step, transitions, args.block, args.repeats, args.matmul_dtype) for step in args.steps]
   matmul = throughput.matmul_throughput(1024 if device.platform == "cpu" else 4096)
   result = {
       "implementation": "ours (bracplus_jax), JAX",
       "code": os.path.dirname(os.path.abspath(bracplus_jax.__file__)),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "matmul_dtype": args.matmul_dtype or "float32",
       "command": " ".join([sys.executable, *sys.argv]),
       "versions": package_versions(("jax", "jaxlib", "flax", "optax", "numpy")),
       "device": throughput.device_description(device),
@@ -178,11 +184,13 @@ def worker_commands(args: argparse.Namespace, directory: str, round_index: int, 
   current code, each other version of ours (--ours-at, --ours-with), then theirs."""
   shared = [f"--block={args.block}", f"--repeats={args.repeats}", f"--steps={','.join(args.steps)}"]
 
-  def ours(label, code_dir="", xla_flags=None):
+  def ours(label, code_dir="", xla_flags=None, matmul_dtype=""):
     out = os.path.join(directory, f"{label}-{round_index}.json")
     command = [sys.executable, os.path.abspath(__file__), "--worker=ours", *shared, f"--out={out}"]
     if code_dir:
       command.append(f"--code-dir={code_dir}")
+    if matmul_dtype:
+      command.append(f"--matmul-dtype={matmul_dtype}")
     return command, out, {} if xla_flags is None else {"XLA_FLAGS": xla_flags}
 
   commands = {"ours": ours("ours")}
@@ -190,6 +198,8 @@ def worker_commands(args: argparse.Namespace, directory: str, round_index: int, 
     commands[label] = ours(label, code_dir=code_dir)
   for label, flags in args.ours_with:
     commands[label] = ours(label, xla_flags=flags)
+  for label, dtype in args.ours_dtype:
+    commands[label] = ours(label, matmul_dtype=dtype)
   theirs_out = os.path.join(directory, f"theirs-{round_index}.json")
   commands["theirs"] = ([args.peer_python, TIME_AUTHORS, *shared, f"--out={theirs_out}"], theirs_out, {})
   return commands
@@ -303,7 +313,8 @@ def driver(args: argparse.Namespace) -> None:
       "protocol": {"rounds": args.rounds, "block": args.block, "repeats": args.repeats, "steps": args.steps,
                    "order": "each round: ours, each other version of ours, then theirs, as separate "
                             "processes, sequentially",
-                   "versions_of_ours": {"at_revision": dict(args.ours_at), "with_xla_flags": dict(args.ours_with)},
+                   "versions_of_ours": {"at_revision": dict(args.ours_at), "with_xla_flags": dict(args.ours_with),
+                                        "with_matmul_dtype": dict(args.ours_dtype)},
                    "warm_up": "one untimed block per step and process (XLA compile / tf.function tracing)",
                    "ratio": "ours/theirs of the two sides' median steps/s within each round",
                    "others_cpu_share": "per process: the machine's busy CPU time less the worker's own, "
@@ -342,9 +353,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "before=HEAD~3: the before/after of a change; repeatable")
   parser.add_argument("--ours-with", action="append", default=[], metavar="LABEL=XLA_FLAGS",
                       help="also time our current code with these XLA_FLAGS; repeatable")
+  parser.add_argument("--ours-dtype", action="append", default=[], metavar="LABEL=MATMUL_DTYPE",
+                      help="also time our current code with this algo.matmul_dtype, e.g. bf16=bfloat16; "
+                           "repeatable")
   parser.add_argument("--worker", choices=("ours",), default=None,
                       help="internal: time our side in this process (the driver starts these)")
   parser.add_argument("--code-dir", default="", help="internal: the checkout the worker times")
+  parser.add_argument("--matmul-dtype", default="", help="internal: the worker's algo.matmul_dtype")
   args = parser.parse_args(argv)
   args.steps = [s for s in args.steps.split(",") if s]
   unknown = set(args.steps) - set(STEPS)
@@ -354,7 +369,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.error("--rounds, --block and --repeats must be at least 1")
   if args.worker and not args.out:
     parser.error("--worker needs --out")
-  for name in ("ours_at", "ours_with"):
+  for name in ("ours_at", "ours_with", "ours_dtype"):
     pairs = []
     for spec in getattr(args, name):
       label, equals, value = spec.partition("=")
@@ -363,6 +378,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                      "(letters, digits, _)")
       pairs.append((label, value))
     setattr(args, name, pairs)
+  for label, dtype in args.ours_dtype:
+    if dtype not in ("float32", "bfloat16"):
+      parser.error(f"--ours-dtype {label}={dtype}: expected float32 or bfloat16")
   return args
 
 

@@ -7,7 +7,8 @@ and vmapped over seeds, exactly as `train.py` runs it, on synthetic
 hopper-sized data (obs 11, act 3, 100k transitions on the device). It reports
 steps/s (median, min and max over the timed blocks after one warm-up block),
 the compile time, XLA's FLOP count per step and the model FLOP utilisation:
-FLOPs per step x steps/s over this device's f32 matmul throughput, measured in
+FLOPs per step x steps/s over this device's matmul throughput (float32, or
+bfloat16 operands with float32 sums for --matmul-dtypes=bfloat16), measured in
 the same run. The grid varies one factor at a time from each preset's anchor
 (the paper config at batch 256, the released code's preset at its batch 100,
 both 1 seed): seeds, gradient penalty off, MMD instead of the KL bound, batch.
@@ -38,7 +39,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bracplus_jax import config as config_lib  # noqa: E402
-from bracplus_jax import learner, losses  # noqa: E402
+from bracplus_jax import learner, losses, networks  # noqa: E402
 from bracplus_jax.data.transitions import Transitions  # noqa: E402
 from configs.base import get_config, use_released_code_choices  # noqa: E402
 
@@ -60,10 +61,13 @@ class Case:
   num_seeds: int = 1
   variant: str = "base"  # base | gp_off | mmd
   step: str = "update"  # update | behavior | policy_init
+  matmul_dtype: str = "float32"  # algo.matmul_dtype
 
   @property
   def name(self) -> str:
     name = self.preset if self.variant == "base" else f"{self.preset} {self.variant}"
+    if self.matmul_dtype != "float32":
+      name = f"{name} {self.matmul_dtype}"
     return name if self.step == "update" else f"{name} {PHASE_NAMES[self.step]}"
 
 
@@ -95,8 +99,10 @@ def quick_grid() -> list[Case]:
           Case("released", 100, step="behavior"), Case("released", 100, step="policy_init")]
 
 
-def make_config(preset: str, variant: str = "base", batch_size: Optional[int] = None):
+def make_config(preset: str, variant: str = "base", batch_size: Optional[int] = None,
+                matmul_dtype: str = "float32"):
   config = get_config()
+  config.algo.matmul_dtype = matmul_dtype
   if preset == "released":
     use_released_code_choices(config)
   if variant == "gp_off":
@@ -173,15 +179,18 @@ def cost_counts_every_iteration() -> bool:
   return chain(4) > 1.5 * chain(2)
 
 
-def matmul_throughput(size: int, chain: int = 8, repeats: int = 7) -> dict[str, Any]:
-  """f32 FLOP/s of a jitted chain of size x size matmuls at default precision: median of repeats."""
+def matmul_throughput(size: int, chain: int = 8, repeats: int = 7, dtype: str = "float32") -> dict[str, Any]:
+  """FLOP/s of a jitted chain of size x size matmuls at default precision: median of repeats.
+  dtype "bfloat16": the products the networks take with that matmul_dtype (bfloat16 operands,
+  float32 sums)."""
   keys = jax.random.split(jax.random.key(1))
   x = jax.random.normal(keys[0], (size, size), jnp.float32)
   w = jax.random.normal(keys[1], (size, size), jnp.float32) / np.sqrt(size)  # keeps |x| steady
+  product = (lambda y: y @ w) if dtype == "float32" else (lambda y: networks.bfloat16_matmul(y, w))
 
   @jax.jit
   def run(x):
-    return jax.lax.fori_loop(0, chain, lambda _, y: y @ w, x)
+    return jax.lax.fori_loop(0, chain, lambda _, y: product(y), x)
 
   jax.block_until_ready(run(x))
   seconds = []
@@ -190,7 +199,7 @@ def matmul_throughput(size: int, chain: int = 8, repeats: int = 7) -> dict[str, 
     jax.block_until_ready(run(x))
     seconds.append(time.perf_counter() - began)
   flops = 2.0 * size**3 * chain
-  return {"size": size, "chain": chain, "repeats": repeats, "median_s": statistics.median(seconds),
+  return {"size": size, "dtype": dtype, "chain": chain, "repeats": repeats, "median_s": statistics.median(seconds),
           "flops_per_s": flops / statistics.median(seconds), "max_flops_per_s": flops / min(seconds)}
 
 
@@ -208,7 +217,7 @@ def time_case(case: Case, transitions: Transitions, block: int, repeats: int,
               matmul_size: int) -> dict[str, Any]:
   """Compiles and times one case; its matmul throughput is measured right after its
   blocks, so the utilisation compares like with like on a machine whose load varies."""
-  config = make_config(case.preset, case.variant, case.batch_size)
+  config = make_config(case.preset, case.variant, case.batch_size, case.matmul_dtype)
   algorithm = learner.BRACPlus(config.algo, OBSERVATION_DIM, ACTION_DIM)
   state = initial_state(algorithm, case.num_seeds, case.step)
   scanned = learner.over_seeds(learner.scan_steps(step_function(algorithm, case.step), block, case.batch_size))
@@ -227,7 +236,7 @@ def time_case(case: Case, transitions: Transitions, block: int, repeats: int,
     jax.block_until_ready((state, metrics))
     seconds.append(time.perf_counter() - block_began)
   warm_up, seconds = seconds[0], seconds[1:]
-  matmul_flops_per_s = matmul_throughput(matmul_size)["flops_per_s"]
+  matmul_flops_per_s = matmul_throughput(matmul_size, dtype=case.matmul_dtype)["flops_per_s"]
 
   steps_per_s = sorted(block / s for s in seconds)
   median = statistics.median(steps_per_s)
@@ -381,6 +390,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--seeds", default=",".join(map(str, SEED_COUNTS)))
   parser.add_argument("--variants", default=",".join(VARIANTS), help=f"any of {VARIANTS}")
   parser.add_argument("--batches", default=",".join(map(str, BATCH_SIZES)))
+  parser.add_argument("--matmul-dtypes", default="float32",
+                      help=f"comma-separated algo.matmul_dtype values, every case in each (of {networks.MATMUL_DTYPES})")
   parser.add_argument("--no-phases", dest="phases", action="store_false",
                       help="skip the released preset's start-up phases")
   parser.add_argument("--no-breakdown", dest="breakdown", action="store_false",
@@ -388,6 +399,9 @@ def parse_args(argv=None) -> argparse.Namespace:
   args = parser.parse_args(argv)
   if args.repeats < 1:
     parser.error("--repeats must be at least 1")
+  args.matmul_dtypes = args.matmul_dtypes.split(",")
+  if not set(args.matmul_dtypes) <= set(networks.MATMUL_DTYPES):
+    parser.error(f"--matmul-dtypes must be a subset of {networks.MATMUL_DTYPES}")
   return args
 
 
@@ -402,10 +416,11 @@ def main(argv=None) -> None:
   device = jax.devices()[0]
   block = args.block or default_block(device, args.quick)
   if args.quick:
-    cases = quick_grid()
+    grid = quick_grid()
   else:
-    cases = full_grid(args.presets.split(","), [int(s) for s in args.seeds.split(",")],
-                      args.variants.split(","), [int(b) for b in args.batches.split(",")], args.phases)
+    grid = full_grid(args.presets.split(","), [int(s) for s in args.seeds.split(",")],
+                     args.variants.split(","), [int(b) for b in args.batches.split(",")], args.phases)
+  cases = [dataclasses.replace(case, matmul_dtype=dtype) for dtype in args.matmul_dtypes for case in grid]
   out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                  f"{device_slug(device)}.json")
 

@@ -12,6 +12,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from bracplus_jax import random_bits
+
 # Dataset actions sit on the boundary of [-1, 1] often enough that atanh must
 # be clipped; this is the released code's bound.
 ATANH_BOUND = 1.0 - 1e-6
@@ -48,7 +50,7 @@ def sample_gaussian(
     key: jax.Array, mean: jax.Array, std: jax.Array, sample_shape: tuple[int, ...] = ()
 ) -> jax.Array:
   """Reparameterised draw mean + std * eps with shape sample_shape + mean.shape."""
-  noise = jax.random.normal(key, sample_shape + jnp.shape(mean), dtype=jnp.result_type(mean))
+  noise = random_bits.normal(key, sample_shape + jnp.shape(mean), jnp.result_type(mean))
   return mean + std * noise
 
 

@@ -100,7 +100,7 @@ class BRACPlus:
         action_dim, latent_dim, tuple(algo.behavior_hidden_dims), algo.behavior_ensemble_size, matmul_dtype)
     if algo.alpha == "state":
       self.alpha = networks.StateAlpha(
-          tuple(algo.alpha_hidden_dims), algo.alpha_init, algo.alpha_min, algo.alpha_max, matmul_dtype)
+          tuple(algo.alpha_hidden_dims), algo.alpha_init, algo.alpha_min, algo.alpha_max)
     else:
       self.alpha = networks.GlobalAlpha(algo.alpha_init, MULTIPLIER_MAXIMUM)
     self.entropy = networks.LagrangeMultiplier(algo.entropy_init, maximum=MULTIPLIER_MAXIMUM)

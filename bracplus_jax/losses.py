@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from bracplus_jax import distributions
-from bracplus_jax import networks
+from bracplus_jax import networks, random_bits
 from bracplus_jax.data.transitions import Transitions
 
 # (observations [..., obs], inputs [..., d]) -> (mean, std) [..., d'], any leading dims.
@@ -54,7 +54,7 @@ def _entropy_sign(entropy_constraint: str) -> float:
 
 def _draw_latents(key: jax.Array, mean: jax.Array, std: jax.Array, num_latents: int) -> jax.Array:
   """num_latents reparameterised draws per row, as axis -2: [..., L, z]."""
-  noise = jax.random.normal(key, mean.shape[:-1] + (num_latents, mean.shape[-1]), mean.dtype)
+  noise = random_bits.normal(key, mean.shape[:-1] + (num_latents, mean.shape[-1]), mean.dtype)
   return mean[..., None, :] + std[..., None, :] * noise
 
 
@@ -220,7 +220,7 @@ def sample_behavior(
   if mode not in BEHAVIOR_SAMPLES:
     raise ValueError(f"unknown behaviour sample mode {mode!r}; expected one of {BEHAVIOR_SAMPLES}")
   latent_key, action_key = jax.random.split(key)
-  latents = jax.random.normal(latent_key, observations.shape[:-1] + (num_samples, latent_dim), observations.dtype)
+  latents = random_bits.normal(latent_key, observations.shape[:-1] + (num_samples, latent_dim), observations.dtype)
   if mode == "released":
     latents = jnp.clip(latents, -RELEASED_LATENT_CLIP, RELEASED_LATENT_CLIP)
   decoder_mean, decoder_std = decode(_repeat_for_latents(observations, num_samples), latents)

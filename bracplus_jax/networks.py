@@ -5,12 +5,13 @@ behaviour VAEs) are one `nn.vmap`ped module each, so their parameters are
 stacked along a leading member axis and every member runs in one batched
 matmul.
 
-Every module takes `matmul_dtype`: "float32" (default) or "bfloat16", which
-rounds each layer's matmul operands to bfloat16 and sums the products in
-float32, in the forward and in every backward pass (`bfloat16_matmul`).
-Parameters, activations and optimiser states stay float32. On CPUs with AMX
-and on GPUs such products run several times faster; they carry bfloat16's
-8-bit mantissa, so results differ from float32's by more than rounding noise.
+The policy, critic and behaviour modules take `matmul_dtype`: "float32"
+(default) or "bfloat16", which rounds each layer's matmul operands to bfloat16
+and sums the products in float32, in the forward pass and in the backward
+pass to the layer's input (`bfloat16_matmul`). Parameters, activations,
+weight gradients and optimiser states stay float32. On CPUs with AMX and on
+GPUs such products run several times faster; they carry bfloat16's 8-bit
+mantissa, so results differ from float32's by more than rounding noise.
 """
 
 from __future__ import annotations
@@ -52,9 +53,29 @@ def _bfloat16_product(x: jax.Array, w: jax.Array) -> jax.Array:
                          preferred_element_type=jnp.float32)
 
 
-@jax.custom_vjp
+def _float32_product(x: jax.Array, w: jax.Array) -> jax.Array:
+  return lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+
+
+def _takes_bfloat16(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> bool:
+  """Whether a product of these shapes runs in bfloat16. XLA's CPU backend takes bfloat16
+  operands with float32 sums only in its YNNPACK kernels, and those refuse matrix-vector
+  products and products of dimensions all under 8 (its generic kernel would fail at run
+  time); such products are a negligible share of the FLOPs and stay float32."""
+  rows, inner, outer = math.prod(x_shape[:-1]), x_shape[-1], w_shape[-1]
+  return min(rows, outer) > 1 and max(rows, inner, outer) >= 8
+
+
 def bfloat16_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-  """x [..., k] @ w [k, n] -> float32 [..., n], with both operands rounded to bfloat16."""
+  """x [..., k] @ w [k, n] -> float32 [..., n], with both operands rounded to bfloat16 and the
+  products summed in float32, forward and backward (matrix-vector products: float32)."""
+  if _takes_bfloat16(x.shape, w.shape):
+    return _bfloat16_matmul(x, w)
+  return _float32_product(x, w)
+
+
+@jax.custom_vjp
+def _bfloat16_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
   return _bfloat16_product(x, w)
 
 
@@ -63,17 +84,18 @@ def _bfloat16_matmul_forward(x, w):
 
 
 def _bfloat16_matmul_backward(residuals, cotangent):
-  # JAX's own rule would take both products in float32, for the cotangent is float32;
-  # calling bfloat16_matmul keeps them, and the gradient penalty's second backward
-  # pass through them, in bfloat16.
+  # The input's gradient, cotangent @ w^T, calls bfloat16_matmul: JAX's own rule would take
+  # it in float32 (the cotangent is float32), and so would the gradient penalty's second
+  # backward pass through it. The weights' gradient contracts over the rows, a transposed
+  # product that XLA's CPU bfloat16 kernels refuse: it stays float32.
   x, w = residuals
   x_rows = x.reshape(-1, x.shape[-1])
   cotangent_rows = cotangent.reshape(-1, cotangent.shape[-1])
   return (bfloat16_matmul(cotangent, w.T).astype(x.dtype),
-          bfloat16_matmul(x_rows.T, cotangent_rows).astype(w.dtype))
+          _float32_product(x_rows.T, cotangent_rows).astype(w.dtype))
 
 
-bfloat16_matmul.defvjp(_bfloat16_matmul_forward, _bfloat16_matmul_backward)
+_bfloat16_matmul.defvjp(_bfloat16_matmul_forward, _bfloat16_matmul_backward)
 
 
 def _bfloat16_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
@@ -346,11 +368,12 @@ class StateAlpha(nn.Module):
   initial: float = 10.0
   minimum: float = 1e-3
   maximum: float = 1e4
-  matmul_dtype: str = "float32"
 
   def setup(self):
-    self.trunk = [dense(width, self.matmul_dtype) for width in self.hidden_dims]
-    self.head = dense(1, self.matmul_dtype, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
+    # float32 whatever the matmul_dtype: the dual step takes forward-mode derivatives of
+    # log alpha(s) (jax.linearize), which bfloat16_matmul's custom backward pass has not.
+    self.trunk = [nn.Dense(width) for width in self.hidden_dims]
+    self.head = nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
 
   def log_alpha(self, observations: jax.Array) -> jax.Array:
     x = observations

@@ -309,3 +309,27 @@ def test_the_one_pass_per_head_penalty_leaves_the_update_unchanged(monkeypatch, 
     np.testing.assert_allclose(one_pass_metrics[name], per_head_metrics[name], rtol=1e-4, atol=1e-6, err_msg=name)
   for ours, theirs in zip(jax.tree.leaves(one_pass.critic.params), jax.tree.leaves(per_head.critic.params)):
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_bfloat16_steps_compile_and_run_at_hopper_sizes_over_seeds():
+  """XLA's CPU backend has bfloat16 x bfloat16 -> float32 products only in its YNNPACK kernels,
+  chosen per product by shape and layout: every step of the hopper_local config (2 x 256
+  networks, batch 256), vmapped over 2 seeds, must run with all of its products there."""
+  from configs import hopper_local
+  config = hopper_local.get_config("mixed")
+  config.algo.matmul_dtype = "bfloat16"
+  algorithm = learner.BRACPlus(config.algo, 11, 3)
+  rng = np.random.default_rng(0)
+  transitions = Transitions(
+      observations=jnp.asarray(rng.normal(size=(512, 11)), jnp.float32),
+      actions=jnp.asarray(rng.uniform(-0.9, 0.9, size=(512, 3)), jnp.float32),
+      rewards=jnp.asarray(rng.uniform(size=512), jnp.float32),
+      next_observations=jnp.asarray(rng.normal(size=(512, 11)), jnp.float32),
+      dones=jnp.zeros(512))
+  keys = jax.random.split(jax.random.key(0), 2)
+  state = jax.vmap(lambda key: rl_ready_state(algorithm, key))(keys)
+  for step in (algorithm.behavior_step, algorithm.policy_init_step, algorithm.critic_init_step, algorithm.update):
+    state, metrics = jax.jit(learner.over_seeds(learner.scan_steps(step, 1, config.batch_size)))(
+        state, transitions, keys)
+    for name, value in metrics.items():
+      assert np.all(np.isfinite(value)), (step.__name__, name)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bracplus_jax import learner  # noqa: F401  (registers the unrolled lowering)
+from bracplus_jax import random_bits
 from bracplus_jax.random_bits import unroll_threefry_on_cpu
 
 # Draws of the kinds an update makes: normals and uniforms of odd shapes, split and folded
@@ -48,3 +49,11 @@ def test_unrolled_draws_equal_the_rolled_lowering_s_bit_for_bit():
   # Normals are erf_inv of those bits, which XLA vectorises differently in the two programs:
   # a last-bit difference in a few per cent of them.
   np.testing.assert_allclose(np.asarray(normals[0]), np.asarray(normals[1]), rtol=5e-7, atol=5e-7)
+
+
+def test_flat_normals_are_jax_s_normals_of_that_shape():
+  key = jax.random.key(11)
+  for shape in [(3, 100, 5, 5, 6), (2, 7), (5,), ()]:
+    np.testing.assert_array_equal(random_bits.normal(key, shape), jax.random.normal(key, shape))
+  under_vmap = jax.vmap(lambda k: random_bits.normal(k, (4, 3)))(jax.random.split(key, 2))
+  np.testing.assert_array_equal(under_vmap, jax.vmap(lambda k: jax.random.normal(k, (4, 3)))(jax.random.split(key, 2)))
