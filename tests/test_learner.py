@@ -333,3 +333,30 @@ def test_bfloat16_steps_compile_and_run_at_hopper_sizes_over_seeds():
         state, transitions, keys)
     for name, value in metrics.items():
       assert np.all(np.isfinite(value)), (step.__name__, name)
+
+
+@pytest.mark.parametrize("released", [False, True])
+def test_the_layer_matmul_s_backward_pass_leaves_the_update_unchanged(monkeypatch, released):
+  """Dense layers take their gradients from `networks.layer_matmul`'s own backward pass (the
+  weights' gradient laid out as the weights are); ten updates with JAX's own dot rule instead
+  end at the same parameters and metrics, the penalty's double backprop included."""
+  config = small_config(gp_weighting="hard", gp_threshold="dataset")
+  if released:
+    base.use_released_code_choices(config)
+    for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims"):
+      config.algo[name] = (16, 16)
+  algorithm = learner.BRACPlus(config.algo, OBS, ACT)
+  state = rl_ready_state(algorithm, jax.random.key(0), gp_threshold=0.0)
+  transitions = random_transitions(256)
+  ours, our_metrics = jax.jit(learner.scan_steps(algorithm.update, 10, 32))(state, transitions, jax.random.key(1))
+
+  import flax.linen as nn
+  from bracplus_jax import networks
+  monkeypatch.setattr(networks, "dense", lambda features, matmul_dtype="float32", **kwargs: nn.Dense(features, **kwargs))
+  jaxs, jax_metrics = jax.jit(learner.scan_steps(algorithm.update, 10, 32))(state, transitions, jax.random.key(1))
+  assert float(our_metrics["gradient_penalty"]) > 0
+  for name in our_metrics:
+    np.testing.assert_allclose(our_metrics[name], jax_metrics[name], rtol=1e-4, atol=1e-6, err_msg=name)
+  for mine, theirs in zip(jax.tree.leaves((ours.critic.params, ours.policy.params, ours.behavior.params)),
+                          jax.tree.leaves((jaxs.critic.params, jaxs.policy.params, jaxs.behavior.params))):
+    np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)

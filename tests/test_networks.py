@@ -370,3 +370,32 @@ def test_bfloat16_steps_take_nearly_all_their_matmul_flops_in_bfloat16(matmul_dt
     flops = dot_flops_by_operand_dtype(jax.jit(step).lower(state, batch, jax.random.key(1)).as_text())
     shares[step.__name__] = flops.get("bf16", 0.0) / sum(flops.values())
     assert shares[step.__name__] >= least if matmul_dtype == "bfloat16" else shares[step.__name__] == 0.0, shares
+
+
+def test_layer_matmul_gradients_equal_jax_s_own_dot_rule_to_float32_rounding():
+  """First and second order (the penalty's double backprop), against plain nn.Dense."""
+  import flax.linen as nn
+
+  class PlainMLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      for width in (32, 32):
+        x = nn.relu(nn.Dense(width)(x))
+      return nn.Dense(1)(x)[..., 0]
+
+  ours_mlp, plain = networks.MLP((32, 32), 1), PlainMLP()
+  rng = np.random.default_rng(8)
+  x = jnp.asarray(rng.normal(size=(3, 9, OBS_DIM)), jnp.float32)
+  params = plain.init(jax.random.PRNGKey(0), x)
+  assert jax.tree.structure(ours_mlp.init(jax.random.PRNGKey(0), x)) == jax.tree.structure(params)
+
+  def first(module):
+    return jax.grad(lambda p: jnp.sum(jnp.sin(module.apply(p, x))))(params)
+
+  def second(module):  # d/dparams of ||d out / d x||^2
+    return jax.grad(lambda p: jnp.sum(jax.grad(lambda v: jnp.sum(module.apply(p, v)))(x) ** 2))(params)
+
+  for ours, theirs in ((first(ours_mlp), first(plain)),
+                       (second(ours_mlp), second(plain))):
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+      np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
