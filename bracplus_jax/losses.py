@@ -52,12 +52,17 @@ def _entropy_sign(entropy_constraint: str) -> float:
   raise ValueError(f"unknown entropy constraint {entropy_constraint!r}; expected one of {ENTROPY_CONSTRAINTS}")
 
 
+STACKED_LATENTS_MAX = 16  # more draws (the tests' Monte Carlo checks) broadcast instead
+
+
 def _draw_latents(key: jax.Array, mean: jax.Array, std: jax.Array, num_latents: int) -> jax.Array:
   """num_latents reparameterised draws per row, as axis -2: [..., L, z]."""
   noise = random_bits.normal(key, mean.shape[:-1] + (num_latents, mean.shape[-1]), mean.dtype)
-  # One term per draw, stacked, rather than mean[..., None, :] + std[..., None, :] * noise:
-  # the same numbers, but the gradient to mean and std becomes a sum of L slices, where the
-  # broadcast's is a reduction over axis -2 that XLA's CPU backend runs several times slower.
+  if num_latents > STACKED_LATENTS_MAX:
+    return mean[..., None, :] + std[..., None, :] * noise
+  # The same numbers as above, one term per draw: the gradient to mean and std becomes a sum
+  # of L slices, where the broadcast's is a reduction over axis -2 that XLA's CPU backend
+  # runs several times slower for the few draws an update takes.
   return jnp.stack([mean + std * noise[..., draw, :] for draw in range(num_latents)], axis=-2)
 
 

@@ -283,32 +283,51 @@ def test_one_global_alpha_cannot_hold_both_classes_at_the_threshold(two_class_da
   assert np.all(ratios[:, 0] > 1.2) and np.all(ratios[:, 1] < 0.8), ratios
 
 
-@pytest.mark.parametrize("released", [False, True])
-def test_the_one_pass_per_head_penalty_leaves_the_update_unchanged(monkeypatch, released):
-  """The update takes every head's action gradient in one backward pass; ten updates with
-  a VJP per head instead (the textbook route) end at the same parameters and metrics."""
+def ten_penalised_updates(released):
+  """(state, metrics) after ten updates that penalise every state, traced afresh: two routes
+  to the same numbers give the same results."""
   config = small_config(gp_weighting="hard", gp_threshold="dataset")
   if released:
     base.use_released_code_choices(config)
     for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims"):
       config.algo[name] = (16, 16)
   algorithm = learner.BRACPlus(config.algo, OBS, ACT)
-  state = rl_ready_state(algorithm, jax.random.key(0), gp_threshold=0.0)  # every state penalised
-  transitions = random_transitions(256)
-  run = learner.scan_steps(algorithm.update, 10, 32)
-  one_pass, one_pass_metrics = jax.jit(run)(state, transitions, jax.random.key(1))
+  state = rl_ready_state(algorithm, jax.random.key(0), gp_threshold=0.0)
+  return jax.jit(learner.scan_steps(algorithm.update, 10, 32))(state, random_transitions(256), jax.random.key(1))
 
+
+def assert_same_updates(ours, theirs):
+  (our_state, our_metrics), (their_state, their_metrics) = ours, theirs
+  assert float(our_metrics["gradient_penalty"]) > 0
+  for name in our_metrics:
+    np.testing.assert_allclose(our_metrics[name], their_metrics[name], rtol=1e-4, atol=1e-6, err_msg=name)
+  networks_of = lambda state: (state.critic.params, state.policy.params, state.behavior.params)  # noqa: E731
+  for mine, other in zip(jax.tree.leaves(networks_of(our_state)), jax.tree.leaves(networks_of(their_state))):
+    np.testing.assert_allclose(mine, other, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("released", [False, True])
+def test_the_one_pass_per_head_penalty_leaves_the_update_unchanged(monkeypatch, released):
+  """The update takes every head's action gradient in one backward pass; ten updates with
+  a VJP per head instead (the textbook route) end at the same parameters and metrics."""
+  one_pass = ten_penalised_updates(released)
   textbook_gradients = losses.action_gradients
   monkeypatch.setattr(losses, "action_gradients",
                       lambda critic, observations, actions, per_head_actions=False:
                       textbook_gradients(critic, observations, actions, False))
-  per_head, per_head_metrics = jax.jit(learner.scan_steps(algorithm.update, 10, 32))(
-      state, transitions, jax.random.key(1))
-  assert float(one_pass_metrics["gradient_penalty"]) > 0
-  for name in one_pass_metrics:
-    np.testing.assert_allclose(one_pass_metrics[name], per_head_metrics[name], rtol=1e-4, atol=1e-6, err_msg=name)
-  for ours, theirs in zip(jax.tree.leaves(one_pass.critic.params), jax.tree.leaves(per_head.critic.params)):
-    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
+  assert_same_updates(one_pass, ten_penalised_updates(released))
+
+
+@pytest.mark.parametrize("released", [False, True])
+def test_the_layer_matmul_s_backward_pass_leaves_the_update_unchanged(monkeypatch, released):
+  """Dense layers take their gradients from `networks.layer_matmul`'s own backward pass (the
+  weights' gradient laid out as the weights are); ten updates with JAX's own dot rule instead
+  end at the same parameters and metrics, the penalty's double backprop included."""
+  import flax.linen as nn
+  from bracplus_jax import networks
+  ours = ten_penalised_updates(released)
+  monkeypatch.setattr(networks, "dense", lambda features, matmul_dtype="float32", **kwargs: nn.Dense(features, **kwargs))
+  assert_same_updates(ours, ten_penalised_updates(released))
 
 
 def test_bfloat16_steps_compile_and_run_at_hopper_sizes_over_seeds():
@@ -333,30 +352,3 @@ def test_bfloat16_steps_compile_and_run_at_hopper_sizes_over_seeds():
         state, transitions, keys)
     for name, value in metrics.items():
       assert np.all(np.isfinite(value)), (step.__name__, name)
-
-
-@pytest.mark.parametrize("released", [False, True])
-def test_the_layer_matmul_s_backward_pass_leaves_the_update_unchanged(monkeypatch, released):
-  """Dense layers take their gradients from `networks.layer_matmul`'s own backward pass (the
-  weights' gradient laid out as the weights are); ten updates with JAX's own dot rule instead
-  end at the same parameters and metrics, the penalty's double backprop included."""
-  config = small_config(gp_weighting="hard", gp_threshold="dataset")
-  if released:
-    base.use_released_code_choices(config)
-    for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims"):
-      config.algo[name] = (16, 16)
-  algorithm = learner.BRACPlus(config.algo, OBS, ACT)
-  state = rl_ready_state(algorithm, jax.random.key(0), gp_threshold=0.0)
-  transitions = random_transitions(256)
-  ours, our_metrics = jax.jit(learner.scan_steps(algorithm.update, 10, 32))(state, transitions, jax.random.key(1))
-
-  import flax.linen as nn
-  from bracplus_jax import networks
-  monkeypatch.setattr(networks, "dense", lambda features, matmul_dtype="float32", **kwargs: nn.Dense(features, **kwargs))
-  jaxs, jax_metrics = jax.jit(learner.scan_steps(algorithm.update, 10, 32))(state, transitions, jax.random.key(1))
-  assert float(our_metrics["gradient_penalty"]) > 0
-  for name in our_metrics:
-    np.testing.assert_allclose(our_metrics[name], jax_metrics[name], rtol=1e-4, atol=1e-6, err_msg=name)
-  for mine, theirs in zip(jax.tree.leaves((ours.critic.params, ours.policy.params, ours.behavior.params)),
-                          jax.tree.leaves((jaxs.critic.params, jaxs.policy.params, jaxs.behavior.params))):
-    np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-6)

@@ -606,3 +606,22 @@ def test_polyak_update_matches_its_formula():
   updated = losses.polyak_update(online, target, 0.005)
   for name in online:
     np.testing.assert_allclose(updated[name], 0.005 * online[name] + 0.995 * target[name], rtol=1e-6)
+
+
+def test_stacked_latent_draws_equal_the_broadcast_ones_and_so_do_their_gradients():
+  rng = np.random.default_rng(3)
+  mean = jnp.asarray(rng.normal(size=(4, 7, 3)), jnp.float32)
+  std = jnp.asarray(rng.uniform(0.1, 2.0, size=(4, 7, 3)), jnp.float32)
+  key = jax.random.PRNGKey(5)
+  noise = jax.random.normal(key, (4, 7, 5, 3))
+
+  def loss(draw, mean, std):
+    return jnp.sum(jnp.sin(draw(mean, std)) * jnp.arange(15.0).reshape(5, 3))
+
+  stacked = lambda m, s: losses._draw_latents(key, m, s, 5)  # noqa: E731
+  broadcast = lambda m, s: m[..., None, :] + s[..., None, :] * noise  # noqa: E731
+  np.testing.assert_array_equal(stacked(mean, std), broadcast(mean, std))
+  for ours, reference in zip(jax.grad(partial(loss, stacked), argnums=(0, 1))(mean, std),
+                             jax.grad(partial(loss, broadcast), argnums=(0, 1))(mean, std)):
+    np.testing.assert_allclose(ours, reference, rtol=1e-6, atol=1e-6)
+  assert 5 <= losses.STACKED_LATENTS_MAX
