@@ -79,9 +79,10 @@ def algorithm_config() -> ml_collections.ConfigDict:
   algo.behavior_ensemble_size = 3
   algo.behavior_latent_dim = 0  # 0: twice the action dim (App. F)
   algo.alpha_hidden_dims = (256, 256, 256)
-  # float32 | bfloat16: every layer's matmul operands rounded to bfloat16, products summed
-  # in float32, parameters and the rest float32; several times faster products on CPUs
-  # with AMX and on GPUs, at bfloat16's precision (README, Benchmarks).
+  # float32 | bfloat16: the policy's, critics' and behaviour model's matmul operands rounded
+  # to bfloat16 (forward, and backward to each layer's input), products summed in float32;
+  # weight gradients, alpha(s), parameters and optimiser states float32. Several times
+  # faster products on CPUs with AMX and on GPUs, at bfloat16's precision (README).
   algo.matmul_dtype = "float32"
 
   # Optimisers.
