@@ -66,13 +66,8 @@ def main(argv: list[str]) -> None:
       critic_params=state.critic.params, video_path=FLAGS.video)
   reference = data.reference_returns(config.dataset, config.env)
   seed_returns = returns.mean(axis=1)
-  points = sweep.grid(config)
   for index, value in enumerate(seed_returns):
-    point, seed_index = divmod(index, config.num_seeds)
-    line = f"seed {config.seed + seed_index}"
-    if sweep.is_sweep(config):
-      line += f" of point {point} ({sweep.point_label(points[point])})"
-    line += f": return {value:.1f}"
+    line = f"{sweep.run_name(config, index)}: return {value:.1f}"
     if reference is not None:
       line += f", normalised score {float(data.scores.normalized_score(value, *reference[:2])):.1f}"
     print(line)

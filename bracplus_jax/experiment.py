@@ -169,7 +169,7 @@ class Experiment:
       latest = self.checkpointer.latest()
       kept = (f"the last good checkpoint ({latest}) is kept in {self.checkpointer.directory}"
               if latest is not None else "no checkpoint had been written yet")
-      raise RunError(f"metric '{name}' became {value} for {self.run_name(seed_index)} in "
+      raise RunError(f"metric '{name}' became {value} for {sweep.run_name(config, seed_index)} in "
                      f"{where}; the run stopped and {kept}")
     if result.metrics:
       self.log.log(result.name, self.gradient_steps, result.metrics, result.epoch)
@@ -201,12 +201,6 @@ class Experiment:
         "completed_units": unit, "unit_blocks_done": blocks_done,
         "gradient_steps": self.gradient_steps, "phase_seconds": phase_seconds,
         "log_lines": self.log.lines})
-
-  def run_name(self, run_index: int) -> str:
-    """'seed 3', or in a sweep 'seed 3 of point 1 (kl_margin=1)'."""
-    point, seed_index = divmod(run_index, self.config.num_seeds)
-    name = f"seed {self.config.seed + seed_index}"
-    return f"{name} of point {point} ({sweep.point_label(self.points[point])})" if self.is_sweep else name
 
   def _evaluation_line(self, epoch: int, evaluation_result: dict[str, np.ndarray]) -> str:
     lines = []

@@ -137,6 +137,13 @@ def point_label(point: dict[str, float]) -> str:
   return ",".join(f"{path.rpartition('.')[2]}={value:g}" for path, value in point.items())
 
 
+def run_name(config: ml_collections.ConfigDict, run_index: int) -> str:
+  """'seed 3', or in a sweep 'seed 3 of point 1 (kl_margin=1)', for run `run_index`."""
+  point, seed_index = divmod(run_index, config.num_seeds)
+  name = f"seed {config.seed + seed_index}"
+  return f"{name} of point {point} ({point_label(grid(config)[point])})" if is_sweep(config) else name
+
+
 def run_values(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
   """Per run (point-major, then seed): {algo field name: float32 [points x seeds]}."""
   points = grid(config)

@@ -227,7 +227,7 @@ class Trainer:
   def run(self, after_unit=None, start=None, after_block=None):
     """Runs every unit for all seeds; returns the final (state, keys).
 
-    `start` = (completed units, state, keys[, blocks done of the next unit])
+    `start` = (completed units, state, keys, blocks done of the next unit)
     resumes a run; `after_unit(unit, state, keys, result, seconds)` sees every
     unit as it ends, for evaluation, logs and checkpoints, and
     `after_block(unit, blocks done, state, keys, seconds)` every block inside a
@@ -237,7 +237,7 @@ class Trainer:
     if start is None:
       completed, first_block, (state, keys) = 0, 0, self.initial()
     else:
-      completed, state, keys, first_block = start if len(start) == 4 else (*start, 0)
+      completed, state, keys, first_block = start
     for unit in range(completed, self.num_units):
       began = time.perf_counter()
       inside = None
