@@ -54,8 +54,7 @@ def _best_of_q_actions(policy, critic, policy_params, critic_params, observation
   mean, std = policy.apply(policy_params, observations)
   pre_tanh = distributions.sample_gaussian(key, mean, std, (num_samples,))
   candidates = jnp.tanh(jnp.clip(pre_tanh, mean - std, mean + std))  # [N, E, act]
-  repeated_observations = jnp.broadcast_to(observations, (num_samples,) + observations.shape)
-  mean_q = critic.apply(critic_params, repeated_observations, candidates).mean(axis=0)  # [N, E]
+  mean_q = critic.apply(critic_params, observations, candidates).mean(axis=0)  # [N, E]
   best = jnp.argmax(mean_q, axis=0)
   return jnp.take_along_axis(candidates, best[None, :, None], axis=0)[0]
 

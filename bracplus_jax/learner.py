@@ -269,7 +269,6 @@ class BRACPlus:
 
   def _q_values(self, critic_params, observations, actions) -> jax.Array:
     """Q heads at [n, N, act] actions for [N, obs] states: [heads, n, N]."""
-    observations = jnp.broadcast_to(observations, actions.shape[:-1] + observations.shape[-1:])
     return self.critic.apply(critic_params, observations, actions)
 
   def _penalty_scale(self, state: BRACPlusState):

@@ -66,10 +66,10 @@ def _draw_latents(key: jax.Array, mean: jax.Array, std: jax.Array, num_latents: 
   return jnp.stack([mean + std * noise[..., draw, :] for draw in range(num_latents)], axis=-2)
 
 
-def _repeat_for_latents(observations: jax.Array, num_latents: int) -> jax.Array:
-  return jnp.broadcast_to(
-      observations[..., None, :], observations.shape[:-1] + (num_latents, observations.shape[-1])
-  )
+def _shared_by_draws(observations: jax.Array) -> jax.Array:
+  """[..., obs] -> [..., 1, obs]: one observation for the draws along axis -2. The networks'
+  first layer broadcasts it (`networks.ConcatDense`), so it is multiplied once per state."""
+  return observations[..., None, :]
 
 
 # ---------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def behavior_elbo(
   pre_tanh = distributions.clipped_atanh(actions)
   posterior_mean, posterior_std = encode(observations, pre_tanh)
   latents = _draw_latents(key, posterior_mean, posterior_std, num_latents)
-  decoder_mean, decoder_std = decode(_repeat_for_latents(observations, num_latents), latents)
+  decoder_mean, decoder_std = decode(_shared_by_draws(observations), latents)
   log_likelihood = distributions.tanh_gaussian_log_prob(pre_tanh[..., None, :], decoder_mean, decoder_std)
   return jnp.mean(log_likelihood, axis=-1) - distributions.standard_normal_kl(posterior_mean, posterior_std)
 
@@ -152,7 +152,7 @@ def kl_upper_bound(
   """
   posterior_mean, posterior_std = encode(observations, pre_tanh_actions)
   latents = _draw_latents(key, posterior_mean, posterior_std, num_latents)
-  decoder_mean, decoder_std = decode(_repeat_for_latents(observations, num_latents), latents)
+  decoder_mean, decoder_std = decode(_shared_by_draws(observations), latents)
   policy_to_decoder = distributions.gaussian_kl(
       policy_mean[..., None, :], policy_std[..., None, :], decoder_mean, decoder_std
   )
@@ -181,9 +181,8 @@ def ensemble_kl_upper_bound(
     "all" (released code): the mean over every member, B times the cost.
   """
   member_key, latent_key = jax.random.split(key)
-  num_samples = pre_tanh_actions.shape[0]
   rows = (
-      jnp.broadcast_to(observations[:, None, :], observations.shape[:1] + (num_samples,) + observations.shape[1:]),
+      _shared_by_draws(observations),
       policy_mean[:, None, :],
       policy_std[:, None, :],
       jnp.swapaxes(pre_tanh_actions, 0, 1),
@@ -231,7 +230,7 @@ def sample_behavior(
   latents = random_bits.normal(latent_key, observations.shape[:-1] + (num_samples, latent_dim), observations.dtype)
   if mode == "released":
     latents = jnp.clip(latents, -RELEASED_LATENT_CLIP, RELEASED_LATENT_CLIP)
-  decoder_mean, decoder_std = decode(_repeat_for_latents(observations, num_samples), latents)
+  decoder_mean, decoder_std = decode(_shared_by_draws(observations), latents)
   if mode == "released":
     return decoder_mean
   return distributions.sample_gaussian(action_key, decoder_mean, decoder_std)
@@ -330,9 +329,7 @@ def gradient_penalty(
   backprop the penalty needs. `per_head_actions`: see `action_gradients`.
   """
   policy_actions = jax.lax.stop_gradient(policy_actions)
-  repeated_observations = jnp.broadcast_to(observations, policy_actions.shape[:-1] + observations.shape[-1:])
-  gradients = action_gradients(critic_fn, repeated_observations, policy_actions,
-                               per_head_actions)  # [heads, n, N, act]
+  gradients = action_gradients(critic_fn, observations, policy_actions, per_head_actions)  # [heads, n, N, act]
   squared_norms = jnp.sum(gradients**2, axis=-1)  # [heads, n, N]
   weighted = jnp.sum(squared_norms, axis=0) * weights
   penalty = scale * jnp.mean(weighted)

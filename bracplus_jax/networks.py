@@ -62,7 +62,22 @@ def _takes_bfloat16(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> bool:
   return min(rows, outer) > 1 and max(rows, inner, outer) >= 8
 
 
+# Products with at most this many inputs per output run as that many multiply-adds in an
+# elementwise loop, which XLA fuses with the bias, the sum of ConcatDense's parts and the
+# ReLU: a matmul kernel of so short a contraction runs at a few percent of its peak and
+# writes an output that the next kernel reads again.
+NARROW_CONTRACTION_MAX = 8
+
+
+def _narrow_product(x: jax.Array, w: jax.Array) -> jax.Array:
+  return sum((x[..., k:k + 1] * w[k] for k in range(1, x.shape[-1])), x[..., :1] * w[0])
+
+
 def _product(x: jax.Array, w: jax.Array, dtype: str) -> jax.Array:
+  if x.shape[-1] <= NARROW_CONTRACTION_MAX:
+    if dtype == "bfloat16":  # the same rounded operands a bfloat16 kernel would take
+      x, w = (v.astype(jnp.bfloat16).astype(jnp.float32) for v in (x, w))
+    return _narrow_product(x, w)
   if dtype == "bfloat16" and _takes_bfloat16(x.shape, w.shape):
     return lax.dot_general(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), _layer_contraction(x),
                            preferred_element_type=jnp.float32)
@@ -80,7 +95,8 @@ def layer_matmul(x: jax.Array, w: jax.Array, dtype: str = "float32") -> jax.Arra
   product, and XLA's CPU backend then folds that transpose into the optimiser's
   elementwise update, a strided loop that costs more than the update itself (without it
   the released preset's behaviour step runs about 1.2x faster, with the same numbers up
-  to summation order).
+  to summation order). Contractions of at most NARROW_CONTRACTION_MAX run as elementwise
+  multiply-adds in either dtype.
   """
   return _product(x, w, dtype)
 
@@ -121,18 +137,53 @@ def dense(features: int, matmul_dtype: str = "float32", **kwargs) -> nn.Dense:
   return nn.Dense(features, dot_general=dot_general, **kwargs)
 
 
+class ConcatDense(nn.Module):
+  """nn.Dense on the concatenation of `parts` along their last axis, without concatenating.
+
+  Each part is multiplied by its own rows of the kernel at the part's own leading
+  shape, and the products broadcast in the sum. A part that many rows share, such as
+  a state's observation under its policy samples and latent draws ([N, 1, 1, obs]
+  beside [N, n, L, z]), is multiplied once per state instead of once per row, and no
+  concatenated copy is written. Parts of one leading shape are concatenated and take one
+  product, as nn.Dense would. Parameters are nn.Dense's: `kernel` [sum of widths,
+  features] (rows in the parts' order) and `bias`, with its initialisers.
+  """
+
+  features: int
+  matmul_dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, parts: Sequence[jax.Array]) -> jax.Array:
+    widths = [part.shape[-1] for part in parts]
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (sum(widths), self.features))
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    if len({part.shape[:-1] for part in parts}) == 1:  # nothing shared: one product is cheaper
+      return layer_matmul(jnp.concatenate(parts, axis=-1), kernel, self.matmul_dtype) + bias
+    starts = [sum(widths[:index]) for index in range(len(widths))]
+    products = [layer_matmul(part, kernel[start:start + width], self.matmul_dtype)
+                for part, start, width in zip(parts, starts, widths)]
+    return sum(products[1:], products[0]) + bias
+
+
 class MLP(nn.Module):
-  """ReLU after every hidden layer, linear output."""
+  """ReLU after every hidden layer, linear output. The input is one array, or a tuple of
+  arrays that the first layer reads as their concatenation (`ConcatDense`)."""
 
   hidden_dims: Sequence[int]
   output_dim: int
   matmul_dtype: str = "float32"
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    for width in self.hidden_dims:
-      x = nn.relu(dense(width, self.matmul_dtype)(x))
-    return dense(self.output_dim, self.matmul_dtype)(x)
+  def __call__(self, x: jax.Array | tuple[jax.Array, ...]) -> jax.Array:
+    widths = (*self.hidden_dims, self.output_dim)
+    for index, width in enumerate(widths):
+      if isinstance(x, tuple):
+        x = ConcatDense(width, self.matmul_dtype, name=f"Dense_{index}")(x)
+      else:
+        x = dense(width, self.matmul_dtype, name=f"Dense_{index}")(x)
+      if index < len(self.hidden_dims):
+        x = nn.relu(x)
+    return x
 
 
 class TanhGaussianPolicy(nn.Module):
@@ -163,15 +214,15 @@ class TanhGaussianPolicy(nn.Module):
 
 
 class QNetwork(nn.Module):
-  """One Q(s, a) MLP; returns [...] for inputs [..., dim]."""
+  """One Q(s, a) MLP; returns [...] for observations and actions whose leading dims
+  broadcast to [...] (a state's observation under its [n, N] policy samples: [N, obs])."""
 
   hidden_dims: Sequence[int] = (256, 256, 256)
   matmul_dtype: str = "float32"
 
   @nn.compact
   def __call__(self, observations: jax.Array, actions: jax.Array) -> jax.Array:
-    inputs = jnp.concatenate([observations, actions], axis=-1)
-    return MLP(self.hidden_dims, 1, self.matmul_dtype, name="mlp")(inputs)[..., 0]
+    return MLP(self.hidden_dims, 1, self.matmul_dtype, name="mlp")((observations, actions))[..., 0]
 
 
 class TwinCritic(nn.Module):
@@ -219,13 +270,13 @@ class ConditionalVAE(nn.Module):
 
   def encode(self, observations: jax.Array, pre_tanh_actions: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(mean, std) of the approximate posterior q(z|s,u)."""
-    outputs = self.encoder(jnp.concatenate([pre_tanh_actions, observations], axis=-1))
+    outputs = self.encoder((pre_tanh_actions, observations))
     mean, raw_scale = jnp.split(outputs, 2, axis=-1)
     return mean, _bounded_softplus_scale(raw_scale)
 
   def decode(self, observations: jax.Array, latents: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(mean, std) of the decoder p(u|s,z)."""
-    outputs = self.decoder(jnp.concatenate([latents, observations], axis=-1))
+    outputs = self.decoder((latents, observations))
     mean, raw_scale = jnp.split(outputs, 2, axis=-1)
     return mean, _bounded_softplus_scale(raw_scale)
 

@@ -372,8 +372,11 @@ def test_bfloat16_steps_take_nearly_all_their_matmul_flops_in_bfloat16(matmul_dt
     assert shares[step.__name__] >= least if matmul_dtype == "bfloat16" else shares[step.__name__] == 0.0, shares
 
 
-def test_layer_matmul_gradients_equal_jax_s_own_dot_rule_to_float32_rounding():
-  """First and second order (the penalty's double backprop), against plain nn.Dense."""
+@pytest.mark.parametrize("inputs", ["one array", "parts, one shared by the rows"])
+def test_layer_matmul_gradients_equal_jax_s_own_dot_rule_to_float32_rounding(inputs):
+  """First and second order (the penalty's double backprop), against plain nn.Dense on the
+  concatenated input: one array of OBS_DIM = 5 features (a narrow product), or ConcatDense's
+  parts, an [3, 1, obs] part broadcast over the 9 rows of an [3, 9, act] part."""
   import flax.linen as nn
 
   class PlainMLP(nn.Module):
@@ -385,17 +388,48 @@ def test_layer_matmul_gradients_equal_jax_s_own_dot_rule_to_float32_rounding():
 
   ours_mlp, plain = networks.MLP((32, 32), 1), PlainMLP()
   rng = np.random.default_rng(8)
-  x = jnp.asarray(rng.normal(size=(3, 9, OBS_DIM)), jnp.float32)
-  params = plain.init(jax.random.PRNGKey(0), x)
-  assert jax.tree.structure(ours_mlp.init(jax.random.PRNGKey(0), x)) == jax.tree.structure(params)
+  x = jnp.asarray(rng.normal(size=(3, 9, OBS_DIM)), jnp.float32)  # the input differentiated twice
+  if inputs == "one array":
+    ours_input, plain_input = (lambda v: v), (lambda v: v)
+  else:
+    shared = jnp.asarray(rng.normal(size=(3, 1, 11)), jnp.float32)
+    ours_input = lambda v: (v, shared)  # noqa: E731
+    plain_input = lambda v: jnp.concatenate([v, jnp.broadcast_to(shared, (3, 9, 11))], axis=-1)  # noqa: E731
+  params = plain.init(jax.random.PRNGKey(0), plain_input(x))
+  ours_params = ours_mlp.init(jax.random.PRNGKey(0), ours_input(x))
+  assert jax.tree.structure(ours_params) == jax.tree.structure(params)
+  for a, b in zip(jax.tree.leaves(ours_params), jax.tree.leaves(params)):  # nn.Dense's initialisation
+    np.testing.assert_array_equal(a, b)
+  cases = ((ours_mlp, ours_input), (plain, plain_input))
+  out_ours, out_plain = (module.apply(params, to_input(x)) for module, to_input in cases)
+  np.testing.assert_allclose(out_ours[..., 0], out_plain, rtol=2e-5, atol=1e-6)
 
-  def first(module):
-    return jax.grad(lambda p: jnp.sum(jnp.sin(module.apply(p, x))))(params)
+  def first(module, to_input):
+    return jax.grad(lambda p: jnp.sum(jnp.sin(module.apply(p, to_input(x)))))(params)
 
-  def second(module):  # d/dparams of ||d out / d x||^2
-    return jax.grad(lambda p: jnp.sum(jax.grad(lambda v: jnp.sum(module.apply(p, v)))(x) ** 2))(params)
+  def second(module, to_input):  # d/dparams of ||d out / d x||^2
+    return jax.grad(lambda p: jnp.sum(jax.grad(lambda v: jnp.sum(module.apply(p, to_input(v))))(x) ** 2))(params)
 
-  for ours, theirs in ((first(ours_mlp), first(plain)),
-                       (second(ours_mlp), second(plain))):
+  for ours, theirs in ((first(*cases[0]), first(*cases[1])), (second(*cases[0]), second(*cases[1]))):
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
       np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+
+
+def test_concat_dense_multiplies_a_shared_part_once_per_state():
+  """The decoder's observation part is multiplied at its own [B, N, 1, 1, obs] shape, not
+  at the [B, N, n, L, obs] of the rows it broadcasts over: the lowered program's dots say so."""
+  obs_dim = 11  # wider than a narrow product (networks.NARROW_CONTRACTION_MAX): a dot
+  ensemble = networks.BehaviorVAEEnsemble(ACT_DIM, LATENT_DIM, (16, 16), ensemble_size=3)
+  rng = np.random.default_rng(9)
+  obs = jnp.asarray(rng.normal(size=(3, 4, 1, 1, obs_dim)), jnp.float32)
+  latents = jnp.asarray(rng.normal(size=(3, 4, 5, 6, LATENT_DIM)), jnp.float32)
+  params = random_params(ensemble, obs[:, :, 0, 0], jnp.zeros((3, 4, ACT_DIM)), jnp.zeros((3, 4, LATENT_DIM)))
+  mean, std = ensemble.apply(params, obs, latents, method="decode")
+  assert mean.shape == std.shape == (3, 4, 5, 6, ACT_DIM)
+  broadcast_obs = jnp.broadcast_to(obs, (3, 4, 5, 6, obs_dim))
+  for shared, full in zip((mean, std), ensemble.apply(params, broadcast_obs, latents, method="decode")):
+    np.testing.assert_allclose(shared, full, rtol=1e-5, atol=1e-6)
+  text = jax.jit(partial(ensemble.apply, method="decode")).lower(params, obs, latents).as_text()
+  observation_products = re.findall(r"stablehlo.dot_general.*tensor<3x4x1x1x%dxf32>" % obs_dim, text)
+  assert observation_products, "the observations' product should be taken per state"
+  assert not re.search(r"tensor<3x4x5x6x%dxf32>" % obs_dim, text), "no [rows, obs] copy is made"
