@@ -45,6 +45,19 @@ def _bounded_softplus_scale(raw: jax.Array) -> jax.Array:
   return jax.nn.softplus(jnp.clip(raw, RAW_SCALE_MIN, RAW_SCALE_MAX))
 
 
+def _mean_and_bounded_scale(outputs: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(mean, softplus(clip(raw))) from a Gaussian head's outputs [..., 2 d] = [mean, raw].
+
+  The scale is computed over the whole flattened output and then sliced: XLA's CPU loops
+  vectorise along the minor axis, d = 3 or 6 wide here, so the softplus of [..., d] runs
+  one element at a time; flat, it runs at full vector width, twice the values 16 at a time.
+  """
+  mean, _ = jnp.split(outputs, 2, axis=-1)
+  flat_scales = jax.lax.optimization_barrier(_bounded_softplus_scale(outputs.reshape(-1)))
+  _, std = jnp.split(flat_scales.reshape(outputs.shape), 2, axis=-1)
+  return mean, std
+
+
 MATMUL_DTYPES = ("float32", "bfloat16")
 
 
@@ -271,14 +284,12 @@ class ConditionalVAE(nn.Module):
   def encode(self, observations: jax.Array, pre_tanh_actions: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(mean, std) of the approximate posterior q(z|s,u)."""
     outputs = self.encoder((pre_tanh_actions, observations))
-    mean, raw_scale = jnp.split(outputs, 2, axis=-1)
-    return mean, _bounded_softplus_scale(raw_scale)
+    return _mean_and_bounded_scale(outputs)
 
   def decode(self, observations: jax.Array, latents: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(mean, std) of the decoder p(u|s,z)."""
     outputs = self.decoder((latents, observations))
-    mean, raw_scale = jnp.split(outputs, 2, axis=-1)
-    return mean, _bounded_softplus_scale(raw_scale)
+    return _mean_and_bounded_scale(outputs)
 
   def __call__(
       self, observations: jax.Array, pre_tanh_actions: jax.Array, noise: jax.Array
