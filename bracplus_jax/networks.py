@@ -61,17 +61,18 @@ def _mean_and_bounded_scale(outputs: jax.Array) -> tuple[jax.Array, jax.Array]:
 MATMUL_DTYPES = ("float32", "bfloat16")
 
 
-def _layer_contraction(x: jax.Array):
-  """dot_general's dimension numbers of x [..., k] . w [k, n]."""
-  return ((x.ndim - 1,), (0,)), ((), ())
+def _layer_contraction(x: jax.Array, transposed: bool = False):
+  """dot_general's dimension numbers of x [..., k] . w [k, n], or . w [n, k] transposed."""
+  return ((x.ndim - 1,), (1 if transposed else 0,)), ((), ())
 
 
-def _takes_bfloat16(x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> bool:
-  """Whether a product of these shapes runs in bfloat16. XLA's CPU backend takes bfloat16
-  operands with float32 sums only in its YNNPACK kernels, and those refuse matrix-vector
-  products and products of dimensions all under 8 (its generic kernel would fail at run
-  time); such products are a negligible share of the FLOPs and stay float32."""
-  rows, inner, outer = math.prod(x_shape[:-1]), x_shape[-1], w_shape[-1]
+def _takes_bfloat16(x_shape: tuple[int, ...], outer: int) -> bool:
+  """Whether a product of x [..., k] and a weight of n = `outer` columns runs in bfloat16.
+  XLA's CPU backend takes bfloat16 operands with float32 sums only in its YNNPACK kernels,
+  and those refuse matrix-vector products and products of dimensions all under 8 (its
+  generic kernel would fail at run time); such products are a negligible share of the
+  FLOPs and stay float32."""
+  rows, inner = math.prod(x_shape[:-1]), x_shape[-1]
   return min(rows, outer) > 1 and max(rows, inner, outer) >= 8
 
 
@@ -86,20 +87,23 @@ def _narrow_product(x: jax.Array, w: jax.Array) -> jax.Array:
   return sum((x[..., k:k + 1] * w[k] for k in range(1, x.shape[-1])), x[..., :1] * w[0])
 
 
-def _product(x: jax.Array, w: jax.Array, dtype: str) -> jax.Array:
+def _product(x: jax.Array, w: jax.Array, dtype: str, transposed: bool) -> jax.Array:
   if x.shape[-1] <= NARROW_CONTRACTION_MAX:
     if dtype == "bfloat16":  # the same rounded operands a bfloat16 kernel would take
       x, w = (v.astype(jnp.bfloat16).astype(jnp.float32) for v in (x, w))
-    return _narrow_product(x, w)
-  if dtype == "bfloat16" and _takes_bfloat16(x.shape, w.shape):
-    return lax.dot_general(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), _layer_contraction(x),
+    return _narrow_product(x, w.T if transposed else w)
+  contraction = _layer_contraction(x, transposed)
+  if dtype == "bfloat16" and _takes_bfloat16(x.shape, w.shape[0 if transposed else 1]):
+    return lax.dot_general(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), contraction,
                            preferred_element_type=jnp.float32)
-  return lax.dot_general(x, w, _layer_contraction(x))
+  return lax.dot_general(x, w, contraction)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
-def layer_matmul(x: jax.Array, w: jax.Array, dtype: str = "float32") -> jax.Array:
-  """x [..., k] @ w [k, n] -> float32 [..., n]: a Dense layer's product.
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def layer_matmul(x: jax.Array, w: jax.Array, dtype: str = "float32", transposed: bool = False) -> jax.Array:
+  """x [..., k] @ w [k, n] -> float32 [..., n]: a Dense layer's product (`transposed`:
+  x @ w.T for w [n, k], which the backward pass to the input takes, contracting w's minor
+  axis in place: a written-out transpose cost a strided copy of every weight matrix).
 
   dtype "bfloat16": both operands rounded to bfloat16, products summed in float32, in the
   forward pass and in the backward pass to x (matrix-vector products stay float32, see
@@ -111,21 +115,25 @@ def layer_matmul(x: jax.Array, w: jax.Array, dtype: str = "float32") -> jax.Arra
   to summation order). Contractions of at most NARROW_CONTRACTION_MAX run as elementwise
   multiply-adds in either dtype.
   """
-  return _product(x, w, dtype)
+  return _product(x, w, dtype, transposed)
 
 
-def _layer_matmul_forward(x, w, dtype):
-  return _product(x, w, dtype), (x, w)
+def _layer_matmul_forward(x, w, dtype, transposed):
+  return _product(x, w, dtype, transposed), (x, w)
 
 
-def _layer_matmul_backward(dtype, residuals, cotangent):
+def _layer_matmul_backward(dtype, transposed, residuals, cotangent):
   # The input's gradient calls layer_matmul itself, so that the gradient penalty's second
   # backward pass through it takes the same route (and, for bfloat16, stays bfloat16:
   # JAX's own rule would take it in float32, for the cotangent is float32).
   x, w = residuals
   rows = (((0,), (0,)), ((), ()))
-  weight_gradient = lax.dot_general(x.reshape(-1, x.shape[-1]), cotangent.reshape(-1, cotangent.shape[-1]), rows)
-  return layer_matmul(cotangent, w.T, dtype).astype(x.dtype), weight_gradient.astype(w.dtype)
+  flat_x, flat_cotangent = x.reshape(-1, x.shape[-1]), cotangent.reshape(-1, cotangent.shape[-1])
+  # The weight's gradient in the weight's own layout, [k, n] (or [n, k] transposed).
+  operands = (flat_cotangent, flat_x) if transposed else (flat_x, flat_cotangent)
+  weight_gradient = lax.dot_general(*operands, rows)
+  input_gradient = layer_matmul(cotangent, w, dtype, not transposed)
+  return input_gradient.astype(x.dtype), weight_gradient.astype(w.dtype)
 
 
 layer_matmul.defvjp(_layer_matmul_forward, _layer_matmul_backward)
