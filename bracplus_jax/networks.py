@@ -3,7 +3,9 @@
 Architectures follow App. F of the paper. Ensembles (the two Q heads, the B
 behaviour VAEs) are one `nn.vmap`ped module each, so their parameters are
 stacked along a leading member axis and every member runs in one batched
-matmul.
+matmul. The critic's and the VAEs' first layers take their inputs as parts
+(`ConcatDense`): a state's observation, shared by its policy samples and latent
+draws, is passed once per state with size-1 axes and multiplied once per state.
 
 The policy, critic and behaviour modules take `matmul_dtype`: "float32"
 (default) or "bfloat16", which rounds each layer's matmul operands to bfloat16
@@ -76,10 +78,14 @@ def _takes_bfloat16(x_shape: tuple[int, ...], outer: int) -> bool:
   return min(rows, outer) > 1 and max(rows, inner, outer) >= 8
 
 
-# Products with at most this many inputs per output run as that many multiply-adds in an
-# elementwise loop, which XLA fuses with the bias, the sum of ConcatDense's parts and the
-# ReLU: a matmul kernel of so short a contraction runs at a few percent of its peak and
-# writes an output that the next kernel reads again.
+# Where allowed (`narrow`: a first hidden layer's inputs, and every backward pass to a
+# layer's input), products with at most this many inputs per output run as that many
+# multiply-adds in an elementwise loop, which XLA fuses with the bias, the sum of
+# ConcatDense's parts and the ReLU: a matmul kernel of so short a contraction runs at a
+# few percent of its peak and writes an output that the next kernel reads again. Not in a
+# later layer: XLA may recompute an elementwise value in each fusion that reads it, and a
+# network output computed two ways breaks the min over Q heads, whose gradient divides by
+# the number of heads equal to the min (0 of them: NaN).
 NARROW_CONTRACTION_MAX = 8
 
 
@@ -87,8 +93,8 @@ def _narrow_product(x: jax.Array, w: jax.Array) -> jax.Array:
   return sum((x[..., k:k + 1] * w[k] for k in range(1, x.shape[-1])), x[..., :1] * w[0])
 
 
-def _product(x: jax.Array, w: jax.Array, dtype: str, transposed: bool) -> jax.Array:
-  if x.shape[-1] <= NARROW_CONTRACTION_MAX:
+def _product(x: jax.Array, w: jax.Array, dtype: str, transposed: bool, narrow: bool) -> jax.Array:
+  if narrow and x.shape[-1] <= NARROW_CONTRACTION_MAX:
     if dtype == "bfloat16":  # the same rounded operands a bfloat16 kernel would take
       x, w = (v.astype(jnp.bfloat16).astype(jnp.float32) for v in (x, w))
     return _narrow_product(x, w.T if transposed else w)
@@ -99,8 +105,9 @@ def _product(x: jax.Array, w: jax.Array, dtype: str, transposed: bool) -> jax.Ar
   return lax.dot_general(x, w, contraction)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def layer_matmul(x: jax.Array, w: jax.Array, dtype: str = "float32", transposed: bool = False) -> jax.Array:
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def layer_matmul(x: jax.Array, w: jax.Array, dtype: str = "float32", transposed: bool = False,
+                 narrow: bool = False) -> jax.Array:
   """x [..., k] @ w [k, n] -> float32 [..., n]: a Dense layer's product (`transposed`:
   x @ w.T for w [n, k], which the backward pass to the input takes, contracting w's minor
   axis in place: a written-out transpose cost a strided copy of every weight matrix).
@@ -112,17 +119,18 @@ def layer_matmul(x: jax.Array, w: jax.Array, dtype: str = "float32", transposed:
   product, and XLA's CPU backend then folds that transpose into the optimiser's
   elementwise update, a strided loop that costs more than the update itself (without it
   the released preset's behaviour step runs about 1.2x faster, with the same numbers up
-  to summation order). Contractions of at most NARROW_CONTRACTION_MAX run as elementwise
-  multiply-adds in either dtype.
+  to summation order). With `narrow`, contractions of at most NARROW_CONTRACTION_MAX run
+  as elementwise multiply-adds in either dtype; the backward pass to x always allows it.
   """
-  return _product(x, w, dtype, transposed)
+  return _product(x, w, dtype, transposed, narrow)
 
 
-def _layer_matmul_forward(x, w, dtype, transposed):
-  return _product(x, w, dtype, transposed), (x, w)
+def _layer_matmul_forward(x, w, dtype, transposed, narrow):
+  return _product(x, w, dtype, transposed, narrow), (x, w)
 
 
-def _layer_matmul_backward(dtype, transposed, residuals, cotangent):
+def _layer_matmul_backward(dtype, transposed, narrow, residuals, cotangent):
+  del narrow  # the forward's choice; the input gradient below feeds only other gradients
   # The input's gradient calls layer_matmul itself, so that the gradient penalty's second
   # backward pass through it takes the same route (and, for bfloat16, stays bfloat16:
   # JAX's own rule would take it in float32, for the cotangent is float32).
@@ -132,7 +140,7 @@ def _layer_matmul_backward(dtype, transposed, residuals, cotangent):
   # The weight's gradient in the weight's own layout, [k, n] (or [n, k] transposed).
   operands = (flat_cotangent, flat_x) if transposed else (flat_x, flat_cotangent)
   weight_gradient = lax.dot_general(*operands, rows)
-  input_gradient = layer_matmul(cotangent, w, dtype, not transposed)
+  input_gradient = layer_matmul(cotangent, w, dtype, not transposed, True)
   return input_gradient.astype(x.dtype), weight_gradient.astype(w.dtype)
 
 
@@ -144,8 +152,9 @@ def bfloat16_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
   return layer_matmul(x, w, "bfloat16")
 
 
-def dense(features: int, matmul_dtype: str = "float32", **kwargs) -> nn.Dense:
-  """nn.Dense on `layer_matmul` in `matmul_dtype` (parameters stay float32 and keep their names)."""
+def dense(features: int, matmul_dtype: str = "float32", narrow: bool = False, **kwargs) -> nn.Dense:
+  """nn.Dense on `layer_matmul` in `matmul_dtype` (parameters stay float32 and keep their names;
+  `narrow`: see NARROW_CONTRACTION_MAX)."""
   if matmul_dtype not in MATMUL_DTYPES:
     raise ValueError(f"unknown matmul dtype {matmul_dtype!r}; expected one of {MATMUL_DTYPES}")
 
@@ -153,7 +162,7 @@ def dense(features: int, matmul_dtype: str = "float32", **kwargs) -> nn.Dense:
     del precision, preferred_element_type
     if dimension_numbers != _layer_contraction(lhs):
       raise ValueError(f"layer_matmul takes a Dense layer's contraction, got {dimension_numbers}")
-    return layer_matmul(lhs, rhs, matmul_dtype)
+    return layer_matmul(lhs, rhs, matmul_dtype, False, narrow)
 
   return nn.Dense(features, dot_general=dot_general, **kwargs)
 
@@ -172,6 +181,7 @@ class ConcatDense(nn.Module):
 
   features: int
   matmul_dtype: str = "float32"
+  narrow: bool = False  # see NARROW_CONTRACTION_MAX
 
   @nn.compact
   def __call__(self, parts: Sequence[jax.Array]) -> jax.Array:
@@ -179,9 +189,9 @@ class ConcatDense(nn.Module):
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (sum(widths), self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
     if len({part.shape[:-1] for part in parts}) == 1:  # nothing shared: one product is cheaper
-      return layer_matmul(jnp.concatenate(parts, axis=-1), kernel, self.matmul_dtype) + bias
+      return layer_matmul(jnp.concatenate(parts, axis=-1), kernel, self.matmul_dtype, False, self.narrow) + bias
     starts = [sum(widths[:index]) for index in range(len(widths))]
-    products = [layer_matmul(part, kernel[start:start + width], self.matmul_dtype)
+    products = [layer_matmul(part, kernel[start:start + width], self.matmul_dtype, False, self.narrow)
                 for part, start, width in zip(parts, starts, widths)]
     return sum(products[1:], products[0]) + bias
 
@@ -198,10 +208,11 @@ class MLP(nn.Module):
   def __call__(self, x: jax.Array | tuple[jax.Array, ...]) -> jax.Array:
     widths = (*self.hidden_dims, self.output_dim)
     for index, width in enumerate(widths):
+      narrow = index == 0 and len(self.hidden_dims) > 0  # a first hidden layer's inputs
       if isinstance(x, tuple):
-        x = ConcatDense(width, self.matmul_dtype, name=f"Dense_{index}")(x)
+        x = ConcatDense(width, self.matmul_dtype, narrow=narrow, name=f"Dense_{index}")(x)
       else:
-        x = dense(width, self.matmul_dtype, name=f"Dense_{index}")(x)
+        x = dense(width, self.matmul_dtype, narrow=narrow, name=f"Dense_{index}")(x)
       if index < len(self.hidden_dims):
         x = nn.relu(x)
     return x

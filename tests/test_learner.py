@@ -338,7 +338,8 @@ def test_the_layer_matmul_s_backward_pass_leaves_the_update_unchanged(monkeypatc
   import flax.linen as nn
   from bracplus_jax import networks
   ours = ten_penalised_updates(released)
-  monkeypatch.setattr(networks, "dense", lambda features, matmul_dtype="float32", **kwargs: nn.Dense(features, **kwargs))
+  monkeypatch.setattr(networks, "dense", lambda features, matmul_dtype="float32", narrow=False, **kwargs:
+                      nn.Dense(features, **kwargs))
   assert_same_updates(ours, ten_penalised_updates(released))
 
 

@@ -433,3 +433,20 @@ def test_concat_dense_multiplies_a_shared_part_once_per_state():
   observation_products = re.findall(r"stablehlo.dot_general.*tensor<3x4x1x1x%dxf32>" % obs_dim, text)
   assert observation_products, "the observations' product should be taken per state"
   assert not re.search(r"tensor<3x4x5x6x%dxf32>" % obs_dim, text), "no [rows, obs] copy is made"
+
+
+def test_the_min_over_q_heads_of_narrow_hidden_layers_has_finite_action_gradients():
+  """Hidden layers of width <= NARROW_CONTRACTION_MAX keep the matmul: an elementwise Q
+  head, recomputed in each fusion that reads it, made the min's gradient 0/0 in some rows
+  (seen under this suite's XLA_FLAGS, backend optimisation level 0)."""
+  width = networks.NARROW_CONTRACTION_MAX
+  critic = networks.TwinCritic(hidden_dims=(width, width))
+  rng = np.random.default_rng(0)
+  obs = jnp.asarray(rng.normal(size=(16, 2)), jnp.float32)
+  actions = jnp.asarray(rng.uniform(-1, 1, size=(5, 16, 1)), jnp.float32)
+  params = critic.init(jax.random.PRNGKey(0), obs, actions)
+  gradients = jax.jit(jax.grad(lambda a: jnp.sum(jnp.min(critic.apply(params, obs, a), axis=0))))(actions)
+  broadcast_obs = jnp.broadcast_to(obs, (5, 16, 2))
+  reference = jax.grad(lambda a: jnp.sum(jnp.min(critic.apply(params, broadcast_obs, a), axis=0)))(actions)
+  assert np.all(np.isfinite(gradients))
+  np.testing.assert_allclose(gradients, reference, rtol=1e-5, atol=1e-6)
