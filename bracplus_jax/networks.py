@@ -457,8 +457,8 @@ class StateAlpha(nn.Module):
   maximum: float = 1e4
 
   def setup(self):
-    # float32 whatever the matmul_dtype: the dual step takes forward-mode derivatives of
-    # log alpha(s) (jax.linearize), which bfloat16_matmul's custom backward pass has not.
+    # Plain nn.Dense in float32, whatever the matmul_dtype: the dual step takes forward-mode
+    # derivatives of log alpha(s) (jax.linearize), which layer_matmul (a custom_vjp) has not.
     self.trunk = [nn.Dense(width) for width in self.hidden_dims]
     self.head = nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
 
