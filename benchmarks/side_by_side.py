@@ -2,7 +2,7 @@
 
     python benchmarks/side_by_side.py [--rounds=3] [--block=20] [--repeats=5]
         [--steps=update,behavior,policy_init] [--peer-python=PATH] [--out=PATH]
-        [--ours-at=LABEL=REVISION ...] [--ours-with=LABEL=XLA_FLAGS ...]
+        [--ours-at=LABEL=REVISION[:MATMUL_DTYPE] ...] [--ours-with=LABEL=XLA_FLAGS ...]
         [--ours-dtype=LABEL=MATMUL_DTYPE ...]
 
 Each round runs our timing, then theirs, as separate processes one after the
@@ -20,7 +20,8 @@ and ours/theirs: the median [min-max] over rounds of the ratio of the two sides'
 medians within a round. `--ours-at before=<git revision>`, `--ours-with
 <label>=<XLA_FLAGS>` and `--ours-dtype bf16=bfloat16` (our code with that
 algo.matmul_dtype) time other versions of ours in the same rounds, between ours
-and theirs, with their ratios to both: the before/after of an optimisation.
+and theirs, with their ratios to both: the before/after of an optimisation
+(`--ours-at before_bf16=<revision>:bfloat16`: that revision with bfloat16 matmuls).
 Every number comes from this run. JSON with every block
 goes to --out (default benchmarks/results/side_by_side-<device>.json).
 """
@@ -195,7 +196,7 @@ def worker_commands(args: argparse.Namespace, directory: str, round_index: int, 
 
   commands = {"ours": ours("ours")}
   for label, code_dir in code_dirs.items():
-    commands[label] = ours(label, code_dir=code_dir)
+    commands[label] = ours(label, code_dir=code_dir, matmul_dtype=dict(args.ours_at_dtype).get(label, ""))
   for label, flags in args.ours_with:
     commands[label] = ours(label, xla_flags=flags)
   for label, dtype in args.ours_dtype:
@@ -314,7 +315,7 @@ def driver(args: argparse.Namespace) -> None:
                    "order": "each round: ours, each other version of ours, then theirs, as separate "
                             "processes, sequentially",
                    "versions_of_ours": {"at_revision": dict(args.ours_at), "with_xla_flags": dict(args.ours_with),
-                                        "with_matmul_dtype": dict(args.ours_dtype)},
+                                        "with_matmul_dtype": dict(args.ours_dtype) | dict(args.ours_at_dtype)},
                    "warm_up": "one untimed block per step and process (XLA compile / tf.function tracing)",
                    "ratio": "ours/theirs of the two sides' median steps/s within each round",
                    "others_cpu_share": "per process: the machine's busy CPU time less the worker's own, "
@@ -348,9 +349,10 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument("--out", default="",
                       help="JSON path (default benchmarks/results/side_by_side-<device>.json; "
                            "with --worker, where the worker writes its JSON)")
-  parser.add_argument("--ours-at", action="append", default=[], metavar="LABEL=REVISION",
+  parser.add_argument("--ours-at", action="append", default=[], metavar="LABEL=REVISION[:MATMUL_DTYPE]",
                       help="also time our code at this git revision (a temporary worktree), e.g. "
-                           "before=HEAD~3: the before/after of a change; repeatable")
+                           "before=HEAD~3 (or before_bf16=HEAD~3:bfloat16, with that algo.matmul_dtype): "
+                           "the before/after of a change; repeatable")
   parser.add_argument("--ours-with", action="append", default=[], metavar="LABEL=XLA_FLAGS",
                       help="also time our current code with these XLA_FLAGS; repeatable")
   parser.add_argument("--ours-dtype", action="append", default=[], metavar="LABEL=MATMUL_DTYPE",
@@ -381,6 +383,14 @@ def parse_args(argv=None) -> argparse.Namespace:
   for label, dtype in args.ours_dtype:
     if dtype not in ("float32", "bfloat16"):
       parser.error(f"--ours-dtype {label}={dtype}: expected float32 or bfloat16")
+  args.ours_at_dtype = []  # (label, matmul dtype) of the --ours-at versions that name one
+  for index, (label, value) in enumerate(args.ours_at):
+    revision, colon, dtype = value.rpartition(":")
+    if colon:
+      if dtype not in ("float32", "bfloat16"):
+        parser.error(f"--ours-at {label}={value}: expected REVISION or REVISION:float32|bfloat16")
+      args.ours_at[index] = (label, revision)
+      args.ours_at_dtype.append((label, dtype))
   return args
 
 

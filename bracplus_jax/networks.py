@@ -11,7 +11,8 @@ The policy, critic and behaviour modules take `matmul_dtype`: "float32"
 (default) or "bfloat16", which rounds each layer's matmul operands to bfloat16
 and sums the products in float32, in the forward pass and in the backward
 pass to the layer's input (`layer_matmul`). Parameters, activations,
-weight gradients and optimiser states stay float32. On CPUs with AMX and on
+weight gradients, optimiser states and the short contractions run as elementwise
+multiply-adds (at most 8 inputs per output: the latents', the actions') stay float32. On CPUs with AMX and on
 GPUs such products run several times faster; they carry bfloat16's 8-bit
 mantissa, so results differ from float32's by more than rounding noise.
 """
@@ -95,14 +96,35 @@ def _narrow_product(x: jax.Array, w: jax.Array) -> jax.Array:
 
 def _product(x: jax.Array, w: jax.Array, dtype: str, transposed: bool, narrow: bool) -> jax.Array:
   if narrow and x.shape[-1] <= NARROW_CONTRACTION_MAX:
-    if dtype == "bfloat16":  # the same rounded operands a bfloat16 kernel would take
-      x, w = (v.astype(jnp.bfloat16).astype(jnp.float32) for v in (x, w))
+    # float32 in either dtype: rounding the operands to bfloat16 would buy no speed in an
+    # elementwise loop, and the fusion that rounded them (along a 6-wide last axis, one
+    # element at a time) cost the bfloat16 initial-policy step about 10%.
     return _narrow_product(x, w.T if transposed else w)
   contraction = _layer_contraction(x, transposed)
   if dtype == "bfloat16" and _takes_bfloat16(x.shape, w.shape[0 if transposed else 1]):
     return lax.dot_general(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16), contraction,
                            preferred_element_type=jnp.float32)
   return lax.dot_general(x, w, contraction)
+
+
+# A weight gradient of at most this many columns (a network's head: a Q value, a Gaussian's
+# mean and scale) is taken as the transpose of a product with that many rows.
+NARROW_GRADIENT_COLUMNS_MAX = 16
+
+
+def _row_contraction(left: jax.Array, right: jax.Array) -> jax.Array:
+  """left [rows, a]^T right [rows, b] -> [a, b].
+
+  With few columns b, XLA's CPU backend runs the product as written (both operands
+  contracted along their major axis, an Eigen kernel) at a few GFLOP/s; as the transpose
+  of right^T left, a product whose output rows are b wide, it runs in its YNNPACK kernels
+  several times faster (a head's [256, 6] gradient over 300 rows: about 4x), and the
+  transpose of a [b, a] result is a few thousand numbers.
+  """
+  rows = (((0,), (0,)), ((), ()))
+  if right.shape[-1] <= NARROW_GRADIENT_COLUMNS_MAX:
+    return lax.dot_general(right.T, left, (((1,), (0,)), ((), ()))).T
+  return lax.dot_general(left, right, rows)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -119,8 +141,10 @@ def layer_matmul(x: jax.Array, w: jax.Array, dtype: str = "float32", transposed:
   product, and XLA's CPU backend then folds that transpose into the optimiser's
   elementwise update, a strided loop that costs more than the update itself (without it
   the released preset's behaviour step runs about 1.2x faster, with the same numbers up
-  to summation order). With `narrow`, contractions of at most NARROW_CONTRACTION_MAX run
-  as elementwise multiply-adds in either dtype; the backward pass to x always allows it.
+  to summation order); only a gradient of a few columns is taken transposed
+  (`_row_contraction`). With `narrow`, contractions of at most NARROW_CONTRACTION_MAX run
+  as elementwise multiply-adds, in float32 in either dtype; the backward pass to x always
+  allows it.
   """
   return _product(x, w, dtype, transposed, narrow)
 
@@ -135,11 +159,10 @@ def _layer_matmul_backward(dtype, transposed, narrow, residuals, cotangent):
   # backward pass through it takes the same route (and, for bfloat16, stays bfloat16:
   # JAX's own rule would take it in float32, for the cotangent is float32).
   x, w = residuals
-  rows = (((0,), (0,)), ((), ()))
   flat_x, flat_cotangent = x.reshape(-1, x.shape[-1]), cotangent.reshape(-1, cotangent.shape[-1])
   # The weight's gradient in the weight's own layout, [k, n] (or [n, k] transposed).
-  operands = (flat_cotangent, flat_x) if transposed else (flat_x, flat_cotangent)
-  weight_gradient = lax.dot_general(*operands, rows)
+  left, right = (flat_cotangent, flat_x) if transposed else (flat_x, flat_cotangent)
+  weight_gradient = _row_contraction(left, right)
   input_gradient = layer_matmul(cotangent, w, dtype, not transposed, True)
   return input_gradient.astype(x.dtype), weight_gradient.astype(w.dtype)
 

@@ -278,11 +278,14 @@ def to_bfloat16(x):
   return np.asarray(jnp.asarray(x, jnp.float32).astype(jnp.bfloat16).astype(jnp.float32), np.float64)
 
 
-def test_bfloat16_matmul_and_its_input_gradient_use_bfloat16_operands_summed_in_float32():
+@pytest.mark.parametrize("outputs", [12, 5])
+def test_bfloat16_matmul_and_its_input_gradient_use_bfloat16_operands_summed_in_float32(outputs):
+  """12 outputs: the input gradient is a bfloat16 product too; 5: its contraction has at most
+  NARROW_CONTRACTION_MAX inputs, runs as elementwise multiply-adds and stays float32."""
   rng = np.random.default_rng(4)
   x = rng.normal(size=(2, 7, 33)).astype(np.float32)
-  w = rng.normal(size=(33, 5)).astype(np.float32)
-  cotangent = rng.normal(size=(2, 7, 5)).astype(np.float32)
+  w = rng.normal(size=(33, outputs)).astype(np.float32)
+  cotangent = rng.normal(size=(2, 7, outputs)).astype(np.float32)
   out, pullback = jax.vjp(networks.bfloat16_matmul, x, w)
   grad_x, grad_w = pullback(cotangent)
   assert out.dtype == grad_x.dtype == grad_w.dtype == jnp.float32
@@ -290,11 +293,16 @@ def test_bfloat16_matmul_and_its_input_gradient_use_bfloat16_operands_summed_in_
   # Products of the rounded operands, summed exactly (float64): float32 accumulation is
   # within float32 rounding of that, far inside bfloat16's 2^-9.
   np.testing.assert_allclose(out, to_bfloat16(x) @ to_bfloat16(w), rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(grad_x, to_bfloat16(cotangent) @ to_bfloat16(w).T, rtol=1e-5, atol=1e-5)
+  exact_grad_x = cotangent.astype(np.float64) @ w.astype(np.float64).T
+  if outputs > networks.NARROW_CONTRACTION_MAX:
+    np.testing.assert_allclose(grad_x, to_bfloat16(cotangent) @ to_bfloat16(w).T, rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(np.asarray(grad_x, np.float64) - exact_grad_x)) > 1e-3
+  else:
+    np.testing.assert_allclose(grad_x, exact_grad_x, rtol=1e-5, atol=1e-5)
   # ... and they are not float32's products: the rounding is real.
   assert np.max(np.abs(np.asarray(out, np.float64) - x.astype(np.float64) @ w)) > 1e-3
   # The weights' gradient is float32's.
-  exact_grad_w = x.astype(np.float64).reshape(-1, 33).T @ cotangent.astype(np.float64).reshape(-1, 5)
+  exact_grad_w = x.astype(np.float64).reshape(-1, 33).T @ cotangent.astype(np.float64).reshape(-1, outputs)
   np.testing.assert_allclose(grad_w, exact_grad_w, rtol=1e-5, atol=1e-5)
 
 
@@ -450,3 +458,14 @@ def test_the_min_over_q_heads_of_narrow_hidden_layers_has_finite_action_gradient
   reference = jax.grad(lambda a: jnp.sum(jnp.min(critic.apply(params, broadcast_obs, a), axis=0)))(actions)
   assert np.all(np.isfinite(gradients))
   np.testing.assert_allclose(gradients, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("columns", [1, 6, 32])
+def test_row_contraction_is_left_transposed_times_right(columns):
+  """A weight gradient x^T g; with at most NARROW_GRADIENT_COLUMNS_MAX columns it is taken as
+  (g^T x)^T."""
+  rng = np.random.default_rng(12)
+  left, right = rng.normal(size=(300, 17)), rng.normal(size=(300, columns))
+  out = networks._row_contraction(jnp.asarray(left, jnp.float32), jnp.asarray(right, jnp.float32))
+  assert out.shape == (17, columns)
+  np.testing.assert_allclose(out, left.T @ right, rtol=1e-5, atol=1e-4)

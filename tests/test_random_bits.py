@@ -1,6 +1,7 @@
 """The CPU's unrolled Threefry lowering draws exactly the bits of JAX's rolled one."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -57,3 +58,24 @@ def test_flat_normals_are_jax_s_normals_of_that_shape():
     np.testing.assert_array_equal(random_bits.normal(key, shape), jax.random.normal(key, shape))
   under_vmap = jax.vmap(lambda k: random_bits.normal(k, (4, 3)))(jax.random.split(key, 2))
   np.testing.assert_array_equal(under_vmap, jax.vmap(lambda k: jax.random.normal(k, (4, 3)))(jax.random.split(key, 2)))
+
+
+def test_written_once_is_the_identity_of_finite_numbers():
+  x = jnp.asarray([1.5, -2.0, 0.0, 3e-38, -1e30, 7.0], jnp.float32)
+  np.testing.assert_array_equal(random_bits.written_once(x), x)
+  np.testing.assert_array_equal(jax.jit(random_bits.written_once)(x.reshape(2, 3)), x.reshape(2, 3))
+
+
+def test_a_draw_read_by_the_forward_and_the_backward_pass_is_computed_in_one_fusion():
+  """The latents' pattern, z = mean + std * noise differentiated: without `written_once`,
+  XLA's CPU fusion computes the normals (their erf_inv) again in each of four fusions."""
+
+  def loss(key, mean, std):
+    latents = mean + std * random_bits.normal(key, mean.shape)
+    return jnp.sum(jnp.sin(latents) * latents)
+
+  ones = jnp.ones((3, 100, 5, 6))
+  compiled = jax.jit(jax.grad(loss, argnums=(1, 2))).lower(jax.random.key(0), ones, ones).compile()
+  computations = re.split(r"\n(?=\S)", compiled.as_text())
+  drawing = [c.split(" ", 1)[0] for c in computations if "erf_inv" in c and not c.startswith("ENTRY")]
+  assert len(drawing) == 1, drawing
