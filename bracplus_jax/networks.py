@@ -11,10 +11,11 @@ The policy, critic and behaviour modules take `matmul_dtype`: "float32"
 (default) or "bfloat16", which rounds each layer's matmul operands to bfloat16
 and sums the products in float32, in the forward pass and in the backward
 pass to the layer's input (`layer_matmul`). Parameters, activations,
-weight gradients, optimiser states and the short contractions run as elementwise
-multiply-adds (at most 8 inputs per output: the latents', the actions') stay float32. On CPUs with AMX and on
-GPUs such products run several times faster; they carry bfloat16's 8-bit
-mantissa, so results differ from float32's by more than rounding noise.
+weight gradients, optimiser states and the short contractions run as
+elementwise multiply-adds (at most 8 inputs per output: the latents', the
+actions') stay float32. On CPUs with AMX and on GPUs such products run several
+times faster; they carry bfloat16's 8-bit mantissa, so results differ from
+float32's by more than rounding noise.
 """
 
 from __future__ import annotations
