@@ -469,3 +469,31 @@ def test_row_contraction_is_left_transposed_times_right(columns):
   out = networks._row_contraction(jnp.asarray(left, jnp.float32), jnp.asarray(right, jnp.float32))
   assert out.shape == (17, columns)
   np.testing.assert_allclose(out, left.T @ right, rtol=1e-5, atol=1e-4)
+
+
+def test_a_behaviour_step_writes_out_no_transposed_hidden_weight():
+  """The decoder's hidden layer sees a unit axis (one latent draw per row); in float32 its
+  backward pass to the input still contracts the weight's minor axis in place: no transpose
+  of a [seeds, members, 64, 64] weight anywhere in a compiled, seed-vmapped scan of Adam steps."""
+  hidden, batch = 64, 100
+  ensemble = networks.BehaviorVAEEnsemble(3, 6, (hidden, hidden), ensemble_size=3)
+  rng = np.random.default_rng(13)
+  data = Transitions(*(jnp.asarray(rng.uniform(-0.9, 0.9, size=shape), jnp.float32)
+                       for shape in ((batch, 11), (batch, 3), (batch,), (batch, 11), (batch,))))
+  params = random_params(ensemble, *networks.broadcast_to_members(
+      (data.observations, data.actions, jnp.zeros((batch, 6))), 3))
+  optimizer = optax.adam(1e-3)
+
+  def step(carry, key):
+    params, opt_state = carry
+    grads = jax.grad(lambda p: losses.behavior_loss(p, ensemble, key, data)[0])(params)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), None
+
+  keys = jax.random.split(jax.random.key(0), 2)
+  run = jax.vmap(lambda params, opt_state: jax.lax.scan(step, (params, opt_state), keys)[0])
+  seeds = lambda tree: jax.tree.map(lambda leaf: leaf[None], tree)
+  text = jax.jit(run).lower(seeds(params), seeds(optimizer.init(params))).compile().as_text()
+  weight = rf"f32\[1,3,{hidden},{hidden}\]"
+  transposes = [line for line in text.splitlines() if re.search(rf"= {weight}\S* transpose\(", line)]
+  assert not transposes, transposes
