@@ -497,3 +497,17 @@ def test_a_behaviour_step_writes_out_no_transposed_hidden_weight():
   weight = rf"f32\[1,3,{hidden},{hidden}\]"
   transposes = [line for line in text.splitlines() if re.search(rf"= {weight}\S* transpose\(", line)]
   assert not transposes, transposes
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 7, 1), (1, 1)])
+def test_products_over_unit_axes_and_their_input_gradients_are_numpy_s(shape):
+  """float32 products whose rows have unit axes (the transposed one drops them), and the
+  backward pass to such an input, against float64 numpy."""
+  rng = np.random.default_rng(14)
+  x = rng.normal(size=shape + (12,)).astype(np.float32)
+  w = rng.normal(size=(12, 9)).astype(np.float32)
+  transposed = networks.layer_matmul(jnp.asarray(x), jnp.asarray(w.T), "float32", True)
+  np.testing.assert_allclose(transposed, x.astype(np.float64) @ w, rtol=1e-5, atol=1e-5)
+  grad_x = jax.grad(lambda v: jnp.sum(jnp.sin(networks.layer_matmul(v, jnp.asarray(w)))))(jnp.asarray(x))
+  exact = np.cos(x.astype(np.float64) @ w) @ w.T.astype(np.float64)
+  np.testing.assert_allclose(grad_x, exact, rtol=1e-4, atol=1e-5)
