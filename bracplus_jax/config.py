@@ -17,6 +17,7 @@ CHOICES = {
     "algo.divergence": ("kl", "mmd"),
     "algo.kl_ensemble": ("random_per_state", "random_per_batch", "all"),
     "algo.alpha": ("state", "global"),
+    "algo.alpha_dual_fit": ("kernel", "line_search"),
     "algo.gp_weighting": ("hard", "soft", "off"),
     "algo.gp_threshold": ("dataset", "batch"),
     "algo.td_backup": ("expected", "max"),
@@ -39,7 +40,8 @@ NON_NEGATIVE_INTEGERS = (
     "eval_episodes", "algo.behavior_latent_dim", "make_dataset.steps",
 )
 POSITIVE_NUMBERS = ("algo.mmd_sigma", "algo.alpha_init", "algo.entropy_init", "algo.alpha_dual_step",
-                    "algo.alpha_min", "algo.alpha_max")
+                    "algo.alpha_min", "algo.alpha_max", "algo.alpha_dual_max_violation",
+                    "algo.alpha_dual_damping")
 NON_NEGATIVE_NUMBERS = (
     "algo.behavior_lr", "algo.policy_init_lr", "algo.critic_lr", "algo.policy_lr", "algo.alpha_lr",
     "algo.entropy_lr", "algo.gp_lagrange_lr", "algo.gp_lambda", "algo.gp_max_ood_grad_norm",

@@ -292,13 +292,20 @@ class BRACPlus:
   def alpha_dual(self, state: BRACPlusState, observations: jax.Array, divergence: jax.Array):
     """(alpha(s) [N], a thunk for the dual step of Alg. 1 line 8), from one forward pass.
 
-    State-wise: the network's log alpha(s) is regressed onto the projected
-    log-space target of `losses.alpha_dual_target` with one gradient step whose
-    length is the exact line search of the linearised network: the step that
-    moves the batch's log alpha(s) closest (least squares) to their targets.
-    The multiplier's per-state change is then set by the dual step size, not by
-    the network's width, depth or an optimiser's normalisation (Adam on a
-    linear dual loss moves every weight by ~lr and the output ~1000x faster).
+    State-wise: the network's log alpha(s) moves towards the projected log-space
+    targets of `losses.alpha_dual_target`, state by state:
+      "kernel" (default): the least-norm parameter step that moves every batch
+          state's log alpha(s) to its own target, to first order: the damped
+          Gauss-Newton step J^T (J J^T + lambda I)^-1 (target - log alpha), with
+          J J^T from `StateAlpha.tangent_kernel`. A plain gradient step moves all
+          states by nearly the batch's mean change, since J J^T is dominated by
+          the direction every state shares; solving with it undoes that, so a
+          minority of states far above eps_KL rises while the rest falls.
+      "line_search": one gradient step of the regression, its length the exact
+          line search of the linearised network (least squares over the batch).
+    Either way the per-state change is set by the dual step size, not by the
+    network's width, depth or an optimiser's normalisation (Adam on a linear
+    dual loss moves every weight by ~lr and the output ~1000x faster).
     Global (released code): Adam on alpha's softplus parameter.
     """
     algo, train_state = self.algo, state.alpha
@@ -314,6 +321,9 @@ class BRACPlus:
 
       return values, global_step
 
+    # Runs saved before these options go on with the step they began with.
+    fit = algo.get("alpha_dual_fit", "line_search")
+    max_violation = algo.get("alpha_dual_max_violation", 1.0)
     log_alpha_of = lambda params: train_state.apply_fn(params, observations, method="log_alpha")  # noqa: E731
     log_alpha, linearized = jax.linearize(log_alpha_of, train_state.params)
     log_bounds = (math.log(algo.alpha_min), math.log(algo.alpha_max))
@@ -321,14 +331,22 @@ class BRACPlus:
 
     def state_step():
       target = losses.alpha_dual_target(
-          log_alpha, divergence, state.kl_threshold, self.value(state, "alpha_dual_step"), log_bounds)
+          log_alpha, divergence, state.kl_threshold, self.value(state, "alpha_dual_step"), log_bounds,
+          max_violation)
       loss, residual_gradient = jax.value_and_grad(losses.alpha_loss)(log_alpha, target)
-      (gradients,) = jax.linear_transpose(linearized, train_state.params)(residual_gradient)
-      output_change = linearized(gradients)  # d log alpha per unit step along the gradient
       residual = log_alpha - target
-      length = jnp.vdot(residual, output_change) / jnp.maximum(jnp.vdot(output_change, output_change), 1e-30)
-      scaled = jax.tree.map(lambda g: length * g, gradients)
-      return _apply_gradients(train_state, scaled), {"alpha_loss": loss, "alpha_step_length": length}
+      if fit == "kernel":
+        kernel = train_state.apply_fn(train_state.params, observations, method="tangent_kernel")
+        output_weights = damped_kernel_solve(kernel, residual, algo.alpha_dual_damping)
+        (scaled,) = jax.linear_transpose(linearized, train_state.params)(output_weights)
+        metrics = {"alpha_loss": loss}
+      else:
+        (gradients,) = jax.linear_transpose(linearized, train_state.params)(residual_gradient)
+        output_change = linearized(gradients)  # d log alpha per unit step along the gradient
+        length = jnp.vdot(residual, output_change) / jnp.maximum(jnp.vdot(output_change, output_change), 1e-30)
+        scaled = jax.tree.map(lambda g: length * g, gradients)
+        metrics = {"alpha_loss": loss, "alpha_step_length": length}
+      return _apply_gradients(train_state, scaled), metrics
 
     return values, state_step
 
@@ -340,16 +358,25 @@ class BRACPlus:
     return self.algo.alpha_min, self.algo.alpha_max
 
   def multiplier_metrics(self, alpha: jax.Array, divergence: jax.Array, kl_threshold) -> Metrics:
-    """alpha(s)'s mean and 10/50/90% quantiles, the share of states at each bound, and the
-    share of states above eps_KL, over the states given."""
+    """Over the states given: alpha(s)'s mean and 10/50/90% quantiles, the share of states at
+    each bound; the mean D(s) against eps_KL, the share of states above eps_KL and above
+    1.2 eps_KL; and alpha(s) and D(s) among the states above eps_KL against the rest, which
+    shows whether the multiplier rises where the constraint is broken."""
     lower, upper = self.alpha_bounds
     quantiles = jnp.quantile(alpha, jnp.array([0.1, 0.5, 0.9]))
+    above = divergence > kl_threshold
     return {
         "alpha": jnp.mean(alpha),
         "alpha_q10": quantiles[0], "alpha_q50": quantiles[1], "alpha_q90": quantiles[2],
         "alpha_at_lower_bound": jnp.mean(alpha <= lower * 1.01),  # within 1%
         "alpha_at_upper_bound": jnp.mean(alpha >= upper / 1.01),
-        "kl_violation_fraction": jnp.mean(divergence > kl_threshold),
+        "kl_over_threshold": jnp.mean(divergence) / kl_threshold,
+        "kl_violation_fraction": jnp.mean(above),
+        "kl_violation_fraction_1_2x": jnp.mean(divergence > 1.2 * kl_threshold),
+        "alpha_above_threshold": _masked_mean(alpha, above),
+        "alpha_below_threshold": _masked_mean(alpha, ~above),
+        "kl_above_threshold": _masked_mean(divergence, above),
+        "kl_below_threshold": _masked_mean(divergence, ~above),
     }
 
   def _td_targets(self, state: BRACPlusState, batch: Transitions, key: jax.Array) -> jax.Array:
@@ -579,6 +606,22 @@ def map_chunks(function, observations: jax.Array, chunk_size: int = 4096,
     inputs += (jax.random.split(key, num_chunks),)
   values = jax.lax.map(lambda chunk_inputs: function(*chunk_inputs), inputs)
   return values.reshape((num_chunks * chunk_size,) + values.shape[2:])[:num_states]
+
+
+def damped_kernel_solve(kernel: jax.Array, residual: jax.Array, damping: float) -> jax.Array:
+  """w = (K + lambda I)^-1 residual, lambda = damping x K's mean eigenvalue (its trace / N).
+
+  J^T w is then the parameter step whose first-order change of the outputs, K w, is the
+  ridge fit of `residual`: the damping keeps directions the network hardly moves (K's
+  smallest eigenvalues) from taking long steps on a batch's noise.
+  """
+  ridge = damping * jnp.trace(kernel) / kernel.shape[0]
+  return jnp.linalg.solve(kernel + ridge * jnp.eye(kernel.shape[0], dtype=kernel.dtype), residual)
+
+
+def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+  """The mean of values where mask holds; 0 where it holds nowhere (logs refuse NaN)."""
+  return jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(jnp.sum(mask), 1)
 
 
 def _divergence_metrics(divergence: jax.Array) -> Metrics:

@@ -488,22 +488,24 @@ def alpha_dual_target(
     kl_threshold: jax.Array | float,
     step_size: float,
     log_alpha_bounds: tuple[float, float],
+    max_violation: float = 1.0,
 ) -> jax.Array:
   """The state-wise dual step of Alg. 1 line 8, taken in log space and projected onto bounds.
 
     paper: alpha(s) <- alpha(s) + lr_alpha (KL(s) - eps_KL)
-    here:  log alpha(s) <- clip(log alpha(s) + eta clip((KL(s) - eps_KL) / eps_KL, -1, 1),
+    here:  log alpha(s) <- clip(log alpha(s) + eta min((KL(s) - eps_KL) / eps_KL, m),
                                 log alpha_min, log alpha_max)
 
   Same sign and fixed point: alpha(s) grows where KL(s) > eps_KL and shrinks
   where it is below. The multiplicative (mirror-descent) step keeps alpha > 0;
-  dividing by eps_KL makes it free of the divergence's units; clipping the
-  relative violation at 1 bounds one step to a factor e^eta, whatever the
-  network, so alpha(s) moves no faster than e^(eta T) in T updates; the
-  projection holds the bounds without windup. log_alpha, kl [N] -> target [N],
-  with no gradient.
+  dividing by eps_KL makes it free of the divergence's units. Below eps_KL the
+  relative violation is at least -1 (KL >= 0); above, it is linear in KL(s) as in
+  the paper up to m = `max_violation`, so a state far over the bound pushes up as
+  hard as m states just under it pull down, while one wild estimate moves
+  alpha(s) by at most a factor e^(eta m). The projection holds the bounds without
+  windup. log_alpha, kl [N] -> target [N], with no gradient.
   """
-  relative_violation = jnp.clip((kl - kl_threshold) / kl_threshold, -1.0, 1.0)
+  relative_violation = jnp.clip((kl - kl_threshold) / kl_threshold, -1.0, max_violation)
   target = jnp.clip(log_alpha + step_size * relative_violation, *log_alpha_bounds)
   return jax.lax.stop_gradient(target)
 

@@ -504,6 +504,33 @@ class StateAlpha(nn.Module):
     log_alpha = jnp.clip(self.log_alpha(observations), math.log(self.minimum), math.log(self.maximum))
     return jnp.exp(log_alpha)
 
+  def tangent_kernel(self, observations: jax.Array) -> jax.Array:
+    """K = J J^T [N, N] for observations [N, obs], J = d log alpha(s) / d parameters.
+
+    K[i, j] is how far a unit gradient step on log alpha(s_j) moves log alpha(s_i): the
+    dual step solves with it to move each state by its own target (`learner.alpha_dual`).
+    A dense layer's weight gradient at one state is the outer product of its input x and
+    the output's gradient g at its pre-activation, so the layer adds (x x^T + 1) * (g g^T)
+    (the 1 for its bias): Gram matrices of the activations, never J itself.
+    """
+    inputs, pre_activations = [], []
+    x = observations
+    for layer in self.trunk:
+      inputs.append(x)
+      pre_activations.append(layer(x))
+      x = nn.relu(pre_activations[-1])
+    layers = list(self.trunk) + [self.head]
+    inputs.append(x)
+    output_gradient = jnp.ones(observations.shape[:-1] + (1,), observations.dtype)  # d out / d out
+    kernel = jnp.zeros(observations.shape[:-1] * 2, observations.dtype)
+    for index in reversed(range(len(layers))):
+      if index < len(layers) - 1:  # back through the next layer and this layer's ReLU
+        next_weight = layers[index + 1].variables["params"]["kernel"]
+        output_gradient = (output_gradient @ next_weight.T) * (pre_activations[index] > 0)
+      layer_input = inputs[index]
+      kernel += (layer_input @ layer_input.T + 1.0) * (output_gradient @ output_gradient.T)
+    return kernel
+
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _clip_keeping_inward_gradient(raw: jax.Array, low: float, high: float) -> jax.Array:

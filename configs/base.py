@@ -120,6 +120,14 @@ def algorithm_config() -> ml_collections.ConfigDict:
   # alpha_dual_step per update (at |KL(s) - eps_KL| >= eps_KL), so by at most e^1 = 2.7x
   # in 1,000 updates, and stays in [alpha_min, alpha_max].
   algo.alpha_dual_step = 1e-3
+  # The relative violation (KL(s) - eps_KL) / eps_KL is linear up to this cap (Alg. 1 line 8
+  # is linear in KL(s) - eps_KL); 1 was the old symmetric clip.
+  algo.alpha_dual_max_violation = 1.0
+  # kernel: each batch state's log alpha(s) moves to its own target (a damped Gauss-Newton
+  # step of the alpha(s) network) | line_search: one gradient step, which moves every state
+  # by about the batch's mean change.
+  algo.alpha_dual_fit = "kernel"
+  algo.alpha_dual_damping = 0.01  # the Gauss-Newton step's ridge, relative to J J^T's mean eigenvalue
   algo.alpha_min = 1e-3
   algo.alpha_max = 1e4  # the released code's cap on its global alpha
   algo.kl_margin = 0.2  # eps_KL = initial policy's mean KL over the dataset + this margin
