@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from typing import Any, Optional
 
 import jax
 import numpy as np
 
 from bracplus_jax.data import d4rl_source, hdf5_source, scores
+from bracplus_jax.data.checks import check_env_dims, check_values
 from bracplus_jax.data.raw import RawDataset
 from bracplus_jax.data.transitions import RewardScale, Transitions, build_transitions, episode_bounds
 from bracplus_jax.errors import InputError
@@ -82,52 +82,6 @@ def read_raw(spec: str, progress: bool = True) -> RawDataset:
       env_id=raw.env_id or d4rl_source.gymnasium_id(name))
 
 
-def check_values(raw: RawDataset, clip_actions: bool = False) -> RawDataset:
-  """Rejects empty data, NaN or Inf, and actions a tanh policy cannot produce.
-
-  Actions outside [-1, 1] are an error unless `clip_actions`, which clips them
-  with a warning that says how many there were.
-  """
-  if len(raw.rewards) == 0:
-    raise InputError(f"{raw.source}: the dataset is empty (0 rows)")
-  for key in ("observations", "actions", "rewards", "next_observations"):
-    values = getattr(raw, key)
-    if values is None:
-      continue
-    finite = np.isfinite(values).reshape(len(values), -1).all(axis=1)
-    if not finite.all():
-      row = int(np.flatnonzero(~finite)[0])
-      raise InputError(
-          f"{raw.source}: key '{key}' holds NaN or Inf ({int((~finite).sum())} rows, "
-          f"first at row {row}); expected finite numbers")
-  outside = np.abs(raw.actions) > 1.0
-  if outside.any():
-    message = (f"{raw.source}: {int(outside.any(axis=1).sum())} actions lie outside [-1, 1] "
-               f"(largest magnitude {float(np.abs(raw.actions).max()):.4g})")
-    if not clip_actions:
-      raise InputError(
-          f"{message}; a tanh policy cannot produce them. Rescale them, or clip them "
-          "with clip_actions=True (--clip_actions)")
-    warnings.warn(f"{message}; clipped to [-1, 1]", stacklevel=2)
-    raw = dataclasses.replace(raw, actions=np.clip(raw.actions, -1.0, 1.0))
-  return raw
-
-
-def check_env_dims(raw: RawDataset, env_id: str) -> None:
-  """The dataset's observation and action sizes must match the environment's."""
-  from bracplus_jax import envs  # gymnasium is imported only when an env is asked for
-
-  observation_space, action_space = envs.spaces(env_id)
-  observation_shape, action_shape = observation_space.shape, action_space.shape
-  for key, data_shape, env_shape in (
-      ("observations", raw.observations.shape[1:], observation_shape),
-      ("actions", raw.actions.shape[1:], action_shape)):
-    if tuple(data_shape) != tuple(env_shape or ()):
-      raise InputError(
-          f"{raw.source}: '{key}' have shape {tuple(data_shape)} per step but "
-          f"{env_id} expects {tuple(env_shape or ())}")
-
-
 def _reference_returns(ref_min_score, ref_max_score, env_id: Optional[str]):
   """The dataset's own references, else D4RL's for its environment, else none."""
   if ref_min_score is not None and ref_max_score is not None:
@@ -143,9 +97,8 @@ def reference_returns(spec: str, env_id: Optional[str]):
   kind, name = parse_spec(spec)
   raw_min = raw_max = None
   if kind == "hdf5":
-    metadata = hdf5_source.read_metadata(name)
-    raw_min, raw_max = metadata.get("ref_min_score"), metadata.get("ref_max_score")
-    env_id = env_id or metadata.get("env_id")
+    raw_min, raw_max, stored_env_id = hdf5_source.read_references(name)
+    env_id = env_id or stored_env_id
   elif kind == "d4rl":
     reference = d4rl_source.reference_returns(name)
     if reference is not None:

@@ -3,33 +3,44 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import h5py
 import numpy as np
 
+from bracplus_jax.data import checks
 from bracplus_jax.data.raw import RawDataset
 from bracplus_jax.errors import InputError
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
+ROW_KEYS = (*REQUIRED_KEYS, "timeouts", "next_observations")
 
 
 def read(path: str, max_episode_steps: Optional[int] = None) -> RawDataset:
-  """Reads a D4RL-format file into host arrays, checking its keys and shapes.
+  """Reads a D4RL-format file into host arrays, checking every key's dtype and shape.
 
   A file without `timeouts` (D4RL v0) gets them from `max_episode_steps`, the
   way D4RL's `qlearning_dataset` counts steps; without either it is an error.
   """
+  return _read_file(path, lambda file: _read_open_file(file, path, max_episode_steps))
+
+
+def read_references(path: str) -> tuple[Optional[float], Optional[float], Optional[str]]:
+  """(ref_min_score, ref_max_score, env_id) from a file's `metadata/`, without reading its rows."""
+  return _read_file(path, lambda file: _references(path, _read_metadata(file, path)))
+
+
+def _read_file(path: str, read_open_file: Callable[[h5py.File], Any]) -> Any:
   if not os.path.exists(path):
     raise InputError(f"{path}: no such file")
   if not os.path.isfile(path):
     raise InputError(f"{path}: not a file")
   try:
     with h5py.File(path, "r") as file:
-      return _read_open_file(file, path, max_episode_steps)
+      return read_open_file(file)
   except InputError:
     raise
-  except (OSError, KeyError, ValueError, TypeError) as error:
+  except (OSError, KeyError, ValueError, TypeError, RuntimeError) as error:
     raise InputError(
         f"{path}: cannot be read as a D4RL-format HDF5 file ({_first_line(error)}); "
         "is it complete and really HDF5?") from error
@@ -39,68 +50,54 @@ def _first_line(error: Exception) -> str:
   return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def read_metadata(path: str) -> dict[str, Any]:
-  """The `metadata/` group of a D4RL-format file, without reading its rows."""
-  try:
-    with h5py.File(path, "r") as file:
-      return _read_group(file["metadata"]) if "metadata" in file else {}
-  except OSError as error:
-    raise InputError(f"{path}: cannot be read as an HDF5 file ({_first_line(error)})") from error
-
-
 def _read_open_file(file: h5py.File, path: str, max_episode_steps: Optional[int]) -> RawDataset:
   for key in REQUIRED_KEYS:
-    if key not in file or not isinstance(file[key], h5py.Dataset):
+    if key not in file:
       raise InputError(
           f"{path}: missing key '{key}'; a D4RL-format file needs "
           f"{', '.join(REQUIRED_KEYS)} (and timeouts)")
-  arrays = {key: file[key][()] for key in REQUIRED_KEYS}
-  for key in ("timeouts", "next_observations"):
-    if key in file:
-      arrays[key] = file[key][()]
-  metadata = _read_group(file["metadata"]) if "metadata" in file else {}
-
-  _check_shapes(arrays, path)
-  rows = len(arrays["rewards"])
-  if "timeouts" not in arrays:
+  columns = checks.check_rows(
+      path, {key: _read_dataset(file[key], path) for key in ROW_KEYS if key in file})
+  metadata = _read_metadata(file, path)
+  if "timeouts" not in columns:
     if max_episode_steps is None:
       raise InputError(
           f"{path}: missing key 'timeouts' (where each episode was cut by a time "
           "limit); add it, all False if no episode was cut")
-    arrays["timeouts"] = _timeouts_from_episode_steps(
-        arrays["terminals"].astype(bool), max_episode_steps)
+    columns["timeouts"] = _timeouts_from_episode_steps(columns["terminals"], max_episode_steps)
+  ref_min_score, ref_max_score, env_id = _references(path, metadata)
   return RawDataset(
       source=path,
-      observations=arrays["observations"],
-      actions=arrays["actions"],
-      rewards=arrays["rewards"].reshape(rows),
-      terminals=arrays["terminals"].reshape(rows).astype(bool),
-      timeouts=arrays["timeouts"].reshape(rows).astype(bool),
-      next_observations=arrays.get("next_observations"),
+      observations=columns["observations"],
+      actions=columns["actions"],
+      rewards=columns["rewards"],
+      terminals=columns["terminals"],
+      timeouts=columns["timeouts"],
+      next_observations=columns.get("next_observations"),
       metadata=metadata,
-      ref_min_score=_optional_float(metadata.get("ref_min_score")),
-      ref_max_score=_optional_float(metadata.get("ref_max_score")),
-      env_id=_optional_str(metadata.get("env_id")),
+      ref_min_score=ref_min_score,
+      ref_max_score=ref_max_score,
+      env_id=env_id,
   )
 
 
-def _check_shapes(arrays: dict[str, np.ndarray], path: str) -> None:
-  rows = len(arrays["rewards"])
-  expected_ndim = {"observations": 2, "actions": 2, "next_observations": 2}
-  for key, array in arrays.items():
-    ndim = expected_ndim.get(key, 1)
-    if array.ndim != ndim and not (ndim == 1 and array.ndim == 2 and array.shape[1] == 1):
-      raise InputError(
-          f"{path}: key '{key}' has shape {array.shape}; expected {ndim} dimension(s)")
-    if len(array) != rows:
-      raise InputError(
-          f"{path}: key '{key}' has {len(array)} rows but 'rewards' has {rows}; "
-          "every key needs one row per step")
-  if "next_observations" in arrays and (
-      arrays["next_observations"].shape[1:] != arrays["observations"].shape[1:]):
+def _references(path: str, metadata: dict[str, Any]):
+  return (*checks.reference_scores(path, metadata, prefix="metadata/"),
+          checks.environment_id(path, "metadata/env_id", metadata.get("env_id")))
+
+
+def _read_dataset(item: Any, path: str) -> Any:
+  """An HDF5 dataset's stored value; a group, or bytes h5py cannot read, are one-line errors."""
+  key = item.name.lstrip("/")
+  if not isinstance(item, h5py.Dataset):
+    kind = "a group" if isinstance(item, h5py.Group) else f"a {type(item).__name__}"
+    raise InputError(f"{path}: key '{key}' is {kind}, not a dataset; expected an array")
+  try:
+    return item[()]
+  except (OSError, ValueError, TypeError, RuntimeError) as error:
     raise InputError(
-        f"{path}: key 'next_observations' has shape {arrays['next_observations'].shape}, "
-        f"unlike 'observations' {arrays['observations'].shape}")
+        f"{path}: key '{key}' cannot be read ({_first_line(error)}); "
+        "is the file complete?") from error
 
 
 def _timeouts_from_episode_steps(terminals: np.ndarray, max_episode_steps: int) -> np.ndarray:
@@ -116,24 +113,30 @@ def _timeouts_from_episode_steps(terminals: np.ndarray, max_episode_steps: int) 
   return timeouts
 
 
-def _read_group(group: h5py.Group, prefix: str = "") -> dict[str, Any]:
+def _read_metadata(file: h5py.File, path: str) -> dict[str, Any]:
+  """The `metadata/` group's values by their names under it ('versions/numpy')."""
+  if "metadata" not in file:
+    return {}
+  if not isinstance(file["metadata"], h5py.Group):
+    raise InputError(
+        f"{path}: key 'metadata' is a dataset; expected a group of metadata/<name> values")
+  return _read_group(file["metadata"], path)
+
+
+def _read_group(group: h5py.Group, path: str, prefix: str = "") -> dict[str, Any]:
   values = {}
   for key, item in group.items():
     if isinstance(item, h5py.Group):
-      values.update(_read_group(item, f"{prefix}{key}/"))
-    else:
-      value = item[()]
-      if isinstance(value, bytes):
-        value = value.decode()
-      elif isinstance(value, np.generic):
-        value = value.item()
-      values[f"{prefix}{key}"] = value
+      values.update(_read_group(item, path, f"{prefix}{key}/"))
+    elif item is not None:
+      values[f"{prefix}{key}"] = _plain_value(_read_dataset(item, path))
   return values
 
 
-def _optional_float(value: Any) -> Optional[float]:
-  return None if value is None else float(value)
-
-
-def _optional_str(value: Any) -> Optional[str]:
-  return None if value is None else str(value)
+def _plain_value(value: Any) -> Any:
+  """Text as str, scalars as Python's; undecodable bytes are replaced (metadata is mostly shown)."""
+  if isinstance(value, bytes):
+    return value.decode(errors="replace")
+  if isinstance(value, np.generic):
+    return value.item()
+  return value

@@ -8,6 +8,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from bracplus_jax.data import checks
 from bracplus_jax.data.raw import RawDataset
 from bracplus_jax.errors import InputError
 
@@ -96,20 +97,20 @@ def _one_line_space(space) -> str:
 
 
 def _raw_dataset(dataset_id: str, dataset) -> RawDataset:
+  source = f"Minari dataset '{dataset_id}' at {dataset.storage.data_path}"
   try:
     columns = _flatten_episodes(dataset.iterate_episodes())
   except InputError as error:
-    raise InputError(f"Minari dataset '{dataset_id}': {error}") from error
+    raise InputError(f"{source}: {error}") from error
   except Exception as error:
-    raise InputError(
-        f"Minari dataset '{dataset_id}' at {dataset.storage.data_path} "
-        f"could not be read: {_one_line(error)}") from error
+    raise InputError(f"{source} could not be read: {_one_line(error)}") from error
   stored = dataset.storage.metadata
+  ref_min_score, ref_max_score = checks.reference_scores(f"{source} (metadata.json)", stored)
   return RawDataset(
       source=f"minari:{dataset_id}",
       metadata=_metadata(dataset_id, dataset, stored),
-      ref_min_score=_optional_float(stored.get("ref_min_score")),
-      ref_max_score=_optional_float(stored.get("ref_max_score")),
+      ref_min_score=ref_min_score,
+      ref_max_score=ref_max_score,
       env_id=_env_id(stored),
       **columns,
   )
@@ -126,25 +127,26 @@ def _flatten_episodes(episodes: Iterable[Any]) -> dict[str, np.ndarray]:
 
 
 def _episode_rows(episode) -> dict[str, np.ndarray]:
-  observations = np.asarray(episode.observations, dtype=np.float32)
-  actions = np.asarray(episode.actions, dtype=np.float32)
-  rewards = np.asarray(episode.rewards, dtype=np.float32).reshape(-1)
-  steps = rewards.shape[0]
-  if observations.shape[0] != steps + 1 or actions.shape[0] != steps:
+  """One episode's rows in D4RL's layout, its arrays checked as they were stored."""
+  source = f"episode {episode.id}"
+  columns = {key: checks.check_column(source, key, getattr(episode, key))
+             for key in ("observations", "actions", "rewards", "terminations", "truncations")}
+  observations, steps = columns.pop("observations"), columns["rewards"].shape[0]
+  if observations.shape[0] != steps + 1 or columns["actions"].shape[0] != steps:
     raise InputError(
-        f"episode {episode.id} has {observations.shape[0]} observations and "
-        f"{actions.shape[0]} actions for {steps} rewards; expected steps + 1 "
+        f"{source} has {observations.shape[0]} observations and "
+        f"{columns['actions'].shape[0]} actions for {steps} rewards; expected steps + 1 "
         f"observations and one action per step")
-  terminals = np.asarray(episode.terminations, dtype=bool).reshape(-1)
-  timeouts = np.asarray(episode.truncations, dtype=bool).reshape(-1).copy()
-  if steps > 0 and not (terminals[-1] or timeouts[-1]):
+  checks.check_lengths(source, columns)
+  timeouts = columns["truncations"].copy()
+  if steps > 0 and not (columns["terminations"][-1] or timeouts[-1]):
     # A logged episode cut short: mark its end so it never runs into the next.
     timeouts[-1] = True
   return {
       "observations": observations[:-1],
-      "actions": actions,
-      "rewards": rewards,
-      "terminals": terminals,
+      "actions": columns["actions"],
+      "rewards": columns["rewards"],
+      "terminals": columns["terminations"],
       "timeouts": timeouts,
       "next_observations": observations[1:],
   }
@@ -165,14 +167,10 @@ def _metadata(dataset_id: str, dataset, stored: dict[str, Any]) -> dict:
       "data_path": str(dataset.storage.data_path),
       "total_episodes": int(dataset.total_episodes),
       "total_steps": int(dataset.total_steps),
-      "dataset_size_mb": _optional_float(stored.get("dataset_size")),
+      "dataset_size_mb": stored.get("dataset_size"),  # only ever shown
   }
   for key in ("algorithm_name", "env_spec", "eval_env_spec",
               "ref_min_score", "ref_max_score", "num_episodes_average_score"):
     if stored.get(key) is not None:
       metadata[key] = stored[key]
   return metadata
-
-
-def _optional_float(value) -> Optional[float]:
-  return None if value is None else float(value)
