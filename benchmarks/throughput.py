@@ -11,7 +11,8 @@ FLOPs per step x steps/s over this device's matmul throughput (float32, or
 bfloat16 operands with float32 sums for --matmul-dtypes=bfloat16), measured in
 the same run. The grid varies one factor at a time from each preset's anchor
 (the paper config at batch 256, the released code's preset at its batch 100,
-both 1 seed): seeds, gradient penalty off, MMD instead of the KL bound, batch.
+both 1 seed): seeds, gradient penalty off, MMD instead of the KL bound,
+alpha(s)'s dual step by line search instead of the tangent-kernel solve, batch.
 The released preset's start-up phases are timed too. A table goes to stdout,
 every row to JSON (default benchmarks/results/<device>.json). The authors'
 TensorFlow code is timed beside ours by benchmarks/side_by_side.py.
@@ -45,7 +46,7 @@ from configs.base import get_config, use_released_code_choices  # noqa: E402
 
 OBSERVATION_DIM, ACTION_DIM, DATASET_SIZE = 11, 3, 100_000  # hopper
 PRESETS = ("paper", "released")
-VARIANTS = ("base", "gp_off", "mmd")
+VARIANTS = ("base", "gp_off", "mmd", "alpha_line_search")
 SEED_COUNTS = (1, 2, 4, 8, 16)
 BATCH_SIZES = (100, 256, 1024)
 
@@ -59,7 +60,7 @@ class Case:
   preset: str  # paper | released
   batch_size: int
   num_seeds: int = 1
-  variant: str = "base"  # base | gp_off | mmd
+  variant: str = "base"  # base | gp_off | mmd | alpha_line_search
   step: str = "update"  # update | behavior | policy_init
   matmul_dtype: str = "float32"  # algo.matmul_dtype
 
@@ -109,6 +110,8 @@ def make_config(preset: str, variant: str = "base", batch_size: Optional[int] = 
     config.algo.gp_weighting = "off"
   elif variant == "mmd":
     config.algo.divergence = "mmd"
+  elif variant == "alpha_line_search":  # alpha(s)'s dual step without the tangent-kernel solve
+    config.algo.alpha_dual_fit = "line_search"
   if batch_size is not None:
     config.batch_size = batch_size
   config_lib.validate(config)

@@ -144,16 +144,23 @@ def make_vector_env(env_id: str, num_envs: int, max_episode_steps: Optional[int]
 
 @dataclasses.dataclass(frozen=True)
 class Episodes:
-  """Each seed's evaluation episodes: undiscounted returns and lengths, both [S, E]."""
+  """Each seed's evaluation episodes: undiscounted returns and lengths, both [S, E]; the
+  discounted returns of the training rewards, sum_t gamma^t scale(r_t) [S, E], what the
+  critic predicts at the first (state, action); and those first states [S, E, obs] and
+  actions [S, E, act]."""
 
   returns: np.ndarray
   lengths: np.ndarray
+  discounted_returns: np.ndarray
+  initial_observations: np.ndarray
+  initial_actions: np.ndarray
 
 
 def evaluate_episodes(policy, policy_params, env_id: str, episodes: int, seed: int,
                       mode: str = "deterministic", critic=None, critic_params=None,
                       max_episode_steps: Optional[int] = None, num_samples: int = 20,
-                      vectorization: str = "sync") -> Episodes:
+                      vectorization: str = "sync", discount: float = 0.99,
+                      reward_scale=None) -> Episodes:
   """Runs `episodes` episodes of every seed's policy, each to its first termination or truncation.
 
   `policy_params` (and `critic_params`) have a leading seed axis S. Every env
@@ -161,6 +168,8 @@ def evaluate_episodes(policy, policy_params, env_id: str, episodes: int, seed: i
   autoreset by gymnasium and keeps stepping, but nothing after its first
   episode is counted. `max_episode_steps` overrides the env's time limit.
   `vectorization` is "sync" (one process) or "async" (see `make_vector_env`).
+  The discounted returns use `discount` and the rewards as `reward_scale`
+  (`data.RewardScale`, or None for the env's own) maps them for training.
   """
   if episodes < 1:
     raise InputError(f"episodes must be at least 1; got {episodes}")
@@ -171,6 +180,7 @@ def evaluate_episodes(policy, policy_params, env_id: str, episodes: int, seed: i
                           num_samples=num_samples)
   num_envs = num_seeds * episodes
   returns = np.zeros(num_envs)
+  discounted_returns = np.zeros(num_envs)
   lengths = np.zeros(num_envs, np.int64)
   running = np.ones(num_envs, bool)
   key = jax.random.key(seed)
@@ -180,16 +190,21 @@ def evaluate_episodes(policy, policy_params, env_id: str, episodes: int, seed: i
     step = 0
     while running.any():
       batch = np.asarray(observations, np.float32).reshape(num_seeds, episodes, observation_dim)
-      actions = act(policy_params, batch, jax.random.fold_in(key, step), critic_params=critic_params)
-      observations, rewards, terminations, truncations, _ = vector_env.step(
-          np.asarray(actions).reshape(num_envs, -1))
+      actions = np.asarray(act(policy_params, batch, jax.random.fold_in(key, step),
+                               critic_params=critic_params))
+      if step == 0:
+        initial_observations, initial_actions = batch, actions
+      observations, rewards, terminations, truncations, _ = vector_env.step(actions.reshape(num_envs, -1))
       returns += np.where(running, rewards, 0.0)
+      training_rewards = rewards if reward_scale is None else reward_scale.scale(rewards)
+      discounted_returns += np.where(running, discount**step * training_rewards, 0.0)
       lengths += running
       running &= ~(terminations | truncations)
       step += 1
   finally:
     vector_env.close()
-  return Episodes(returns.reshape(num_seeds, episodes), lengths.reshape(num_seeds, episodes))
+  return Episodes(returns.reshape(num_seeds, episodes), lengths.reshape(num_seeds, episodes),
+                  discounted_returns.reshape(num_seeds, episodes), initial_observations, initial_actions)
 
 
 def evaluate(policy, policy_params, env_id: str, episodes: int, seed: int,

@@ -18,6 +18,7 @@ import ml_collections
 import numpy as np
 
 import jax
+import jax.numpy as jnp
 
 from bracplus_jax import checkpoints, data, envs, evaluation, run_log, sweep, train
 from bracplus_jax import config as config_lib
@@ -140,22 +141,37 @@ class Experiment:
     of that point alone would."""
     config, algorithm = self.config, self.trainer.algorithm
     began = time.perf_counter()
-    returns = []
+    episodes = []
     for point in range(len(self.points)):
       runs = sweep.point_runs(point, config.num_seeds)
       policy_params, critic_params = jax.tree.map(lambda x: x[runs], (state.policy.params, state.critic.params))
-      returns.append(evaluation.evaluate(
+      episodes.append(evaluation.evaluate_episodes(
           algorithm.policy, policy_params, config.env, config.eval_episodes,
           seed=config.seed * 100_003 + epoch, mode=config.eval_mode,
-          critic=algorithm.critic, critic_params=critic_params))
-    returns = np.concatenate(returns)
+          critic=algorithm.critic, critic_params=critic_params, discount=config.algo.gamma,
+          reward_scale=self.dataset.reward_scale))
+    returns = np.concatenate([e.returns for e in episodes])
+    discounted = np.concatenate([e.discounted_returns for e in episodes])
     self.phase_seconds["evaluation"] = self.phase_seconds.get("evaluation", 0.0) + (
         time.perf_counter() - began)
-    result = {"return": returns.mean(axis=1), "return_episode_std": returns.std(axis=1)}
+    result = {"return": returns.mean(axis=1), "return_episode_std": returns.std(axis=1),
+              "discounted_return": discounted.mean(axis=1)}
     normalized = self.dataset.normalized_score(returns)
     if normalized is not None:
       result["normalized_score"] = normalized.mean(axis=1)
+    if config.method == "brac_plus":  # BC trains no critic
+      initial_q = self._initial_q(state, np.concatenate([e.initial_observations for e in episodes]),
+                                  np.concatenate([e.initial_actions for e in episodes]))
+      # Over-estimation: what the critic promised at the first step against what the policy got.
+      result |= {"q_initial": initial_q.mean(axis=1),
+                 "q_overestimation": (initial_q - discounted).mean(axis=1)}
     return result
+
+  def _initial_q(self, state, observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """min_j Q_j(s0, a0) of every run's critic at its episodes' first steps: [runs, E]."""
+    critic = self.trainer.algorithm.critic
+    q_values = jax.vmap(critic.apply)(state.critic.params, jnp.asarray(observations), jnp.asarray(actions))
+    return np.asarray(jnp.min(q_values, axis=1))
 
   def _after_unit(self, unit: int, state, keys, result: train.UnitResult, seconds: float) -> None:
     config = self.config

@@ -573,6 +573,17 @@ class BRACPlus:
       threshold = mean + jnp.sqrt(jnp.maximum(squares / count - mean**2, 0.0))
     return state.replace(gp_threshold=threshold, epoch_kl_moments=jnp.zeros(3)), metrics
 
+  def critic_fit(self, state: BRACPlusState, observations: jax.Array, actions: jax.Array,
+                 returns: jax.Array) -> Metrics:
+    """min_j Q_j(s, a) at dataset rows against their discounted Monte-Carlo returns [N]:
+    the correlation and the mean error (Q - G, in the training reward's units). Exact for
+    the data's behaviour policy, so the initial critic (of a policy close to it) should
+    match; a later critic evaluates another policy, and a growing error is its drift."""
+    q_values = jnp.min(self.critic.apply(state.critic.params, observations, actions), axis=0)
+    return {"q_mc_correlation": jnp.corrcoef(q_values, returns)[0, 1],
+            "q_mc_mean_error": jnp.mean(q_values - returns),
+            "mc_return_mean": jnp.mean(returns)}
+
   def dataset_alpha(self, state: BRACPlusState, observations: jax.Array,
                     chunk_size: int = 4096) -> jax.Array:
     """alpha(s) at every state [N], one chunk of states at a time."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bracplus_jax import evaluation, networks
+from bracplus_jax.data import RewardScale
 from bracplus_jax.errors import InputError
 
 ENV_ID = "Hopper-v5"
@@ -40,17 +41,20 @@ def one_observation_action(policy):
   return jax.jit(lambda params, observation: jnp.tanh(policy.apply(params, observation)[0]))
 
 
-def one_env_episode(act, params, reset_seed, max_episode_steps):
-  """(return, length) of one episode with tanh(mean) computed one observation at a time."""
+def one_env_episode(act, params, reset_seed, max_episode_steps, discount=0.99, scale=lambda r: r):
+  """(return, length, discounted return of scale(r), first observation) of one episode with
+  tanh(mean) computed one observation at a time."""
   env = gym.make(ENV_ID, max_episode_steps=max_episode_steps)
   observation, _ = env.reset(seed=reset_seed)
-  total, length, done = 0.0, 0, False
+  first = observation
+  total, discounted, length, done = 0.0, 0.0, 0, False
   while not done:
     observation, reward, terminated, truncated, _ = env.step(
         np.asarray(act(params, np.asarray(observation, np.float32))))
+    discounted += discount**length * scale(reward)
     total, length, done = total + reward, length + 1, terminated or truncated
   env.close()
-  return total, length
+  return total, length, discounted, first
 
 
 @pytest.mark.parametrize("max_episode_steps", [None, 50])
@@ -64,7 +68,7 @@ def test_returns_and_lengths_match_one_env_rollouts(policy, policy_params, one_o
     params = seed_slice(policy_params, seed_index)
     for episode in range(episodes):
       expected[seed_index, episode] = one_env_episode(
-          one_observation_action, params, SEED + seed_index * episodes + episode, max_episode_steps)
+          one_observation_action, params, SEED + seed_index * episodes + episode, max_episode_steps)[:2]
   np.testing.assert_array_equal(result.lengths, expected[..., 1])
   np.testing.assert_allclose(result.returns, expected[..., 0], rtol=1e-5)
   # Episodes of different lengths side by side: the short ones were autoreset
@@ -74,6 +78,24 @@ def test_returns_and_lengths_match_one_env_rollouts(policy, policy_params, one_o
   assert result.lengths.max() <= limit
   if max_episode_steps is not None:
     assert result.lengths.max() == limit and result.lengths.min() < limit  # truncated and terminated
+
+
+def test_discounted_training_returns_and_first_steps_match_one_env_rollouts(
+    policy, policy_params, one_observation_action):
+  # The critic's units: rewards through the dataset's scale, discounted from the first step.
+  scale = RewardScale(low=-1.0, high=4.0)
+  result = evaluation.evaluate_episodes(policy, policy_params, ENV_ID, 2, SEED, max_episode_steps=30,
+                                        discount=0.9, reward_scale=scale)
+  for seed_index in range(2):
+    params = seed_slice(policy_params, seed_index)
+    for episode in range(2):
+      _, _, discounted, first = one_env_episode(
+          one_observation_action, params, SEED + seed_index * 2 + episode, 30, 0.9,
+          lambda r: (r + 1.0) / 5.0)
+      assert result.discounted_returns[seed_index, episode] == pytest.approx(discounted, rel=1e-5)
+      np.testing.assert_allclose(result.initial_observations[seed_index, episode], first, rtol=1e-6)
+      np.testing.assert_allclose(result.initial_actions[seed_index, episode],
+                                 one_observation_action(params, np.asarray(first, np.float32)), rtol=1e-5)
 
 
 def test_evaluate_returns_the_episode_returns(policy, policy_params):

@@ -66,6 +66,12 @@ def test_launch_trains_four_seeds_and_writes_their_results(hopper_file, tmp_path
   epochs = [r for r in records if r["phase"] == "epoch"]
   assert sorted((r["epoch"], r["seed_index"]) for r in epochs) == [(e, s) for e in (1, 2) for s in range(4)]
   assert all(np.isfinite(r["td_loss"]) for r in epochs)
+  # The critic's checks: its Monte-Carlo fit after its start-up phase and every epoch, and its
+  # over-estimation at every evaluation (Q at the first step against the discounted return).
+  for record in epochs + [r for r in records if r["phase"] == "critic_init"]:
+    assert -1.0 <= record["q_mc_correlation"] <= 1.0 and np.isfinite(record["q_mc_mean_error"])
+  for record in (r for r in records if r["phase"] == "eval"):
+    assert record["q_overestimation"] == pytest.approx(record["q_initial"] - record["discounted_return"])
   config = json.loads((tmp_path / "run" / "config.json").read_text())
   assert config["num_seeds"] == 4 and config["name"] == "hopper_mixed"
 
