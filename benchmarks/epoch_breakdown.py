@@ -54,7 +54,7 @@ def main(argv=None):
 
   def updates():
     nonlocal state, keys
-    state, keys, _ = trainer._run_steps("epoch", state, keys, config.steps_per_epoch, "")
+    state, keys, _ = trainer.run_steps("epoch", state, keys, config.steps_per_epoch, "")
     return state
 
   def dataset_pass():

@@ -264,6 +264,7 @@ class Experiment:
     config = self.config
     summary: dict[str, Any] = {
         "name": config.name, "dataset": config.dataset, "env": config.env,
+        "dataset_checksum": self.dataset.checksum, "versions": data.identity.library_versions(),
         "seeds": [config.seed + i for i in range(config.num_seeds)],
         "gradient_steps_per_seed": self.gradient_steps,
         "phase_seconds": {k: round(v, 2) for k, v in self.phase_seconds.items()},

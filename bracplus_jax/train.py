@@ -177,7 +177,7 @@ class Trainer:
       self._scans[(name, num_steps)] = jax.jit(run, donate_argnums=0)
     return self._scans[(name, num_steps)]
 
-  def _run_steps(self, name: str, state, keys, num_steps: int, description: str,
+  def run_steps(self, name: str, state, keys, num_steps: int, description: str,
                  first_block: int = 0, after_block: Optional[AfterBlock] = None):
     """`num_steps` steps of every seed, from block `first_block` on; returns (state, keys,
     last block's metrics per seed). `after_block(blocks done, state, keys)` sees every block
@@ -205,7 +205,7 @@ class Trainer:
     blocks = dict(first_block=first_block, after_block=after_block)
     if unit >= len(STAGES):
       epoch = unit - len(STAGES) + 1
-      state, keys, metrics = self._run_steps(
+      state, keys, metrics = self.run_steps(
           "epoch", state, keys, config.steps_per_epoch, f"epoch {epoch}/{config.epochs}", **blocks)
       if config.method == "bc":
         return state, keys, UnitResult("epoch", epoch, config.steps_per_epoch, metrics)
@@ -223,7 +223,7 @@ class Trainer:
     descriptions = {"behavior": "behaviour model", "policy_init": "initial policy",
                     "critic_init": "initial critic"}
     if name in steps:
-      state, keys, metrics = self._run_steps(name, state, keys, steps[name], descriptions[name], **blocks)
+      state, keys, metrics = self.run_steps(name, state, keys, steps[name], descriptions[name], **blocks)
       if name == "critic_init":  # how well the initial critic fits the data's returns
         metrics |= self.critic_fit_metrics(state)
       return state, keys, UnitResult(name, None, steps[name], metrics)

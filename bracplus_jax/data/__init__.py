@@ -16,12 +16,14 @@ import jax
 import numpy as np
 
 from bracplus_jax.data import d4rl_source, hdf5_source, scores
+from bracplus_jax.data.identity import arrays_checksum
 from bracplus_jax.data.checks import check_env_dims, check_values
 from bracplus_jax.data.raw import RawDataset
 from bracplus_jax.data.transitions import RewardScale, Transitions, build_transitions, episode_bounds
 from bracplus_jax.errors import InputError
 
-__all__ = ["OfflineDataset", "RawDataset", "RewardScale", "Transitions", "load_dataset", "read_raw"]
+__all__ = ["OfflineDataset", "RawDataset", "RewardScale", "Transitions", "arrays_checksum", "load_dataset",
+           "read_raw"]
 
 SPEC_KINDS = ("d4rl", "minari", "hdf5")
 
@@ -41,6 +43,7 @@ class OfflineDataset:
   env_id: Optional[str]
   raw_reward_range: tuple[float, float]
   metadata: dict[str, Any]
+  checksum: str = ""  # `identity.arrays_checksum` of the stored rows
 
   @property
   def has_reference_scores(self) -> bool:
@@ -142,4 +145,5 @@ def load_dataset(spec: str, *, scale_rewards: bool = True, clip_actions: bool = 
       env_id=env_id,
       raw_reward_range=(float(raw.rewards.min()), float(raw.rewards.max())),
       metadata=raw.metadata,
+      checksum=arrays_checksum(raw),
   )

@@ -1,0 +1,48 @@
+"""What tells one dataset from another: a checksum of its arrays' values.
+
+Files of one recipe made on two machines, or with two library versions, differ a
+little; a result is only comparable with another made on the same arrays, so
+every run and study records this checksum beside its numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+
+import numpy as np
+
+from bracplus_jax.data.raw import RawDataset
+
+# Canonical byte layouts, so the checksum depends on the values and not on how they were
+# stored (float64 or float32 rewards, bool or 0/1 flags).
+_LAYOUT = (("observations", "<f4"), ("actions", "<f4"), ("rewards", "<f4"), ("terminals", "u1"),
+           ("timeouts", "u1"), ("next_observations", "<f4"))
+
+
+def arrays_checksum(raw: RawDataset) -> str:
+  """sha256 of the rows' arrays, each as little-endian float32 (flags as bytes), in a fixed
+  order with its name and shape; `next_observations` counts where the source stores it."""
+  digest = hashlib.sha256()
+  for name, dtype in _LAYOUT:
+    array = getattr(raw, name)
+    if array is None:
+      continue
+    values = np.ascontiguousarray(np.asarray(array).reshape(len(raw.rewards), -1), dtype=dtype)
+    digest.update(f"{name}{values.shape}".encode())
+    digest.update(values.tobytes())
+  return digest.hexdigest()
+
+
+VERSIONED_PACKAGES = ("bracplus-jax", "gymnasium", "mujoco", "numpy", "jax", "jaxlib", "flax", "optax")
+
+
+def library_versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:
+  """The installed version of each package that makes or reads the data ("not installed")."""
+  versions = {}
+  for package in packages:
+    try:
+      versions[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      versions[package] = "not installed"
+  return versions

@@ -1,0 +1,30 @@
+"""A dataset's checksum: the values of its arrays, however they were stored."""
+
+import hashlib
+
+import numpy as np
+from conftest import episodes_dataset
+
+from bracplus_jax import data
+from bracplus_jax.data import identity
+
+
+def test_the_checksum_is_sha256_of_the_arrays_canonical_bytes(d4rl_file):
+  arrays = episodes_dataset([5, 7], ["terminal", "timeout"])
+  raw = data.read_raw("hdf5:" + d4rl_file(**arrays))
+  digest = hashlib.sha256()
+  for name, dtype in (("observations", "<f4"), ("actions", "<f4"), ("rewards", "<f4"),
+                      ("terminals", "u1"), ("timeouts", "u1")):
+    values = np.asarray(arrays[name], dtype).reshape(12, -1)
+    digest.update(f"{name}{values.shape}".encode() + values.tobytes())
+  assert identity.arrays_checksum(raw) == digest.hexdigest()
+
+
+def test_the_checksum_follows_values_not_storage(d4rl_file):
+  arrays = episodes_dataset([5, 7], ["terminal", "timeout"])
+  stored_otherwise = {**arrays, "rewards": arrays["rewards"].astype(np.float64),
+                      "terminals": arrays["terminals"].astype(np.int8)}
+  checksum = data.load_dataset("hdf5:" + d4rl_file(name="a.hdf5", **arrays), progress=False).checksum
+  assert checksum == identity.arrays_checksum(data.read_raw("hdf5:" + d4rl_file(name="b.hdf5", **stored_otherwise)))
+  changed = {**arrays, "rewards": arrays["rewards"] + np.float32(1e-3)}
+  assert checksum != identity.arrays_checksum(data.read_raw("hdf5:" + d4rl_file(name="c.hdf5", **changed)))
