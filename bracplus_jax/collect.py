@@ -46,6 +46,7 @@ import tqdm
 
 from bracplus_jax import sac
 from bracplus_jax.cli import exits_cleanly_on_input_errors
+from bracplus_jax.data.kinds import KINDS
 from bracplus_jax.errors import InputError
 
 Policy = Callable[[np.ndarray], np.ndarray]  # one observation -> one action in [-1, 1]
@@ -164,7 +165,7 @@ def collect(env_id: str, policy_name: str, steps: int, out: str, seed: int = 0,
 # D4RL's recipes: behaviour policies trained here with SAC
 # ---------------------------------------------------------------------------
 
-RECIPES = ("random", "medium", "mixed", "expert", "medium_expert")
+RECIPES = KINDS  # one recipe per kind of D4RL dataset
 # Each rollout recipe draws its own episodes: offsets added to --seed.
 ROLLOUT_SEED_OFFSETS = {"random": 0, "medium": 1, "expert": 2, "policy": 3}
 REFERENCE_SEED_OFFSET = 7
