@@ -35,7 +35,7 @@ import optax
 import tqdm
 from flax.training.train_state import TrainState
 
-from bracplus_jax import distributions, losses, networks
+from bracplus_jax import distributions, networks
 from bracplus_jax.data.transitions import Transitions
 
 CHECKPOINT_FORMAT = "bracplus_jax.sac.policy/1"
@@ -44,6 +44,8 @@ REPLAY_FILE = "replay.npz"
 
 # observations [n, obs] -> actions [n, act] in [-1, 1]
 BatchPolicy = Callable[[np.ndarray], np.ndarray]
+# (observations [N, obs], actions [N, act]) -> Q-values [2, N]
+CriticFn = Callable[[jax.Array, jax.Array], jax.Array]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +83,7 @@ class SACConfig:
 
 
 # ---------------------------------------------------------------------------
-# The objectives (Haarnoja et al. 2018b, Eqs. 5, 7, 18)
+# The objectives (Haarnoja et al. 2018b, Eqs. 5, 7, 18): SAC's own, not BRAC+'s `losses`
 # ---------------------------------------------------------------------------
 
 
@@ -98,14 +100,23 @@ def td_target(
   next_q_values [2, N] from the target critic, next_log_prob [N]. Only a
   terminal state stops the bootstrap; a time-limit cut does not.
   """
-  soft_next_q = next_q_values - temperature * next_log_prob
-  return losses.td_target(soft_next_q[:, None, :], rewards, terminals, discount)
+  soft_next_value = jnp.min(next_q_values - temperature * next_log_prob, axis=0)
+  return jax.lax.stop_gradient(rewards + discount * (1.0 - terminals) * soft_next_value)
+
+
+def critic_loss(
+    critic_params, critic_apply: Callable[..., jax.Array], batch: Transitions, targets: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """sum_j E[(Q_j(s, a) - y)^2] over the two Q heads, y from `td_target` (Eq. 5)."""
+  q_values = critic_apply(critic_params, batch.observations, batch.actions)
+  loss = jnp.sum(jnp.mean((q_values - targets) ** 2, axis=-1))
+  return loss, {"td_loss": loss, "q_mean": jnp.mean(q_values), "target_mean": jnp.mean(targets)}
 
 
 def actor_loss(
     policy_params,
     policy_apply: Callable[..., tuple[jax.Array, jax.Array]],
-    critic_fn: losses.CriticFn,
+    critic_fn: CriticFn,
     observations: jax.Array,
     temperature: jax.Array,
     key: jax.Array,
@@ -128,7 +139,7 @@ def temperature_loss(
   temperature while the policy is more random than the target and raises it
   while it is less.
   """
-  loss = losses.lagrange_multiplier_loss(temperature, log_prob + target_entropy)
+  loss = -jnp.mean(temperature * jax.lax.stop_gradient(log_prob + target_entropy))
   return loss, {"temperature_loss": loss, "temperature": temperature, "entropy": -jnp.mean(log_prob)}
 
 
@@ -182,7 +193,7 @@ def update(
   next_log_prob = distributions.tanh_gaussian_log_prob(next_pre_tanh, next_mean, next_std)
   next_q_values = state.critic.apply_fn(state.target_critic_params, batch.next_observations, next_actions)
   targets = td_target(next_q_values, next_log_prob, batch.rewards, batch.dones, temperature, discount)
-  critic_grads, critic_metrics = jax.grad(losses.critic_loss, has_aux=True)(
+  critic_grads, critic_metrics = jax.grad(critic_loss, has_aux=True)(
       state.critic.params, state.critic.apply_fn, batch, targets)
   critic = state.critic.apply_gradients(grads=critic_grads)
 
@@ -201,7 +212,7 @@ def update(
   new_state = SACState(
       policy=policy,
       critic=critic,
-      target_critic_params=losses.polyak_update(critic.params, state.target_critic_params, tau),
+      target_critic_params=optax.incremental_update(critic.params, state.target_critic_params, tau),
       temperature=state.temperature.apply_gradients(grads=temperature_grads),
   )
   return new_state, critic_metrics | actor_metrics | temperature_metrics
