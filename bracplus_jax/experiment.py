@@ -20,6 +20,7 @@ import numpy as np
 import jax
 
 from bracplus_jax import checkpoints, data, envs, evaluation, run_log, sweep, train
+from bracplus_jax.collection import collect
 from bracplus_jax import config as config_lib
 from bracplus_jax.errors import InputError
 
@@ -64,14 +65,13 @@ def make_dataset_if_missing(config: ml_collections.ConfigDict) -> None:
   """Makes the config's dataset with the collector when its file does not exist yet.
 
   "random" is a plain random rollout; the other recipes train SAC first (see
-  `bracplus_jax.collect`), in the file's folder, where later recipes reuse it.
+  `bracplus_jax.collection.collect`), in the file's folder, where later recipes reuse it.
   """
   recipe = config.make_dataset.recipe
   kind, _, path = config.dataset.partition(":")
   path = os.path.expanduser(path)
   if not recipe or kind != "hdf5" or os.path.exists(path):
     return
-  from bracplus_jax import collect  # the collector's own command-line flags load with it
   if recipe == "random":
     print(f"{path} does not exist yet: collecting it (random, {config.make_dataset.steps} steps "
           f"in {config.env}); later runs reuse it")

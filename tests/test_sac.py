@@ -11,7 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from bracplus_jax import networks, sac
+from bracplus_jax import networks
+from bracplus_jax.collection import sac
 from bracplus_jax.data.transitions import Transitions
 
 OBS_DIM, ACT_DIM, BATCH = 5, 2, 7

@@ -3,7 +3,7 @@
 Specs:
   d4rl:<name>    a public D4RL file (e.g. d4rl:hopper-medium-replay-v2), cached or downloaded
   minari:<id>    a Minari dataset (e.g. minari:mujoco/hopper/medium-v0)
-  hdf5:<path>    any file in D4RL's format, such as those `bracplus_jax.collect` writes
+  hdf5:<path>    any file in D4RL's format, such as those `bracplus_jax.collection.collect` writes
 """
 
 from __future__ import annotations

@@ -36,11 +36,12 @@ import ml_collections
 import numpy as np
 
 from bracplus_jax import config as config_lib
-from bracplus_jax import data, experiment, report
+from bracplus_jax import data, experiment
 from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors
-from bracplus_jax.collect import RECIPES
+from bracplus_jax.collection.collect import RECIPES
 from bracplus_jax.data.d4rl_source import cache_dir
 from bracplus_jax.errors import InputError
+from bracplus_jax.studies import report
 
 METHODS = ("bc", "brac_plus")
 METHOD_LABELS = {"bc": "BC", "brac_plus": "BRAC+"}

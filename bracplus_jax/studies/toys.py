@@ -447,7 +447,7 @@ def make_figures(out_dir: str, seed: int = 0) -> list[str]:
 
 
 def define_flags() -> None:
-  """Only when run as a program: `bracplus_jax.collect` defines flags of the same names."""
+  """Only when run as a program: `bracplus_jax.collection.collect` defines flags of the same names."""
   flags.DEFINE_string("out", None, "The folder to draw the figures into; their files must not exist yet.")
   flags.DEFINE_integer("seed", 0, "Seed of the regression data, its initialisation and the MMD samples.")
 

@@ -41,10 +41,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 import numpy as np
 
-from bracplus_jax import ablate
 from bracplus_jax.cli import exits_cleanly_on_input_errors
 from bracplus_jax.errors import InputError
-from bracplus_jax.toys import new_file_paths, png_bytes, write_new_file
+from bracplus_jax.studies import ablate
+from bracplus_jax.studies.toys import new_file_paths, png_bytes, write_new_file
 
 SCORES_FIGURE = "scores.png"
 Q_FIGURE = "q_values.png"

@@ -38,6 +38,8 @@ from flax.training.train_state import TrainState
 from bracplus_jax import distributions, networks
 from bracplus_jax.data.transitions import Transitions
 
+# The policy files' format tag. It names the module's first home, bracplus_jax.sac, and stays
+# so: files saved there load here.
 CHECKPOINT_FORMAT = "bracplus_jax.sac.policy/1"
 RUN_FILE = "run.json"
 REPLAY_FILE = "replay.npz"

@@ -5,7 +5,7 @@
   python -m bracplus_jax.collect --env=Hopper-v5 --policy=random --steps=100000 --out=hopper_random.hdf5
 
 Recipes follow D4RL (Fu et al. 2020), with behaviour policies trained
-here by SAC (`bracplus_jax.sac`):
+here by SAC (`bracplus_jax.collection.sac`):
   random         a uniform random policy
   medium         the SAC policy at the first evaluation whose return reached
                  --medium_fraction of the way from the random policy's return
@@ -13,7 +13,7 @@ here by SAC (`bracplus_jax.sac`):
   mixed          medium-replay: SAC's replay buffer up to that evaluation, in order
   expert         the best evaluated SAC policy of the run (--sac_steps)
   medium_expert  medium's rows followed by expert's
-  policy:<file>  any policy checkpoint saved by `bracplus_jax.sac`
+  policy:<file>  any policy checkpoint saved by `bracplus_jax.collection.sac`
   all            the five above as <out>/<env>_<recipe>.hdf5; files that exist are kept
 
 Policies act by sampling from pi(.|s). Every recipe file holds
@@ -44,7 +44,7 @@ import h5py
 import numpy as np
 import tqdm
 
-from bracplus_jax import sac
+from bracplus_jax.collection import sac
 from bracplus_jax.cli import exits_cleanly_on_input_errors
 from bracplus_jax.data.kinds import KINDS
 from bracplus_jax.errors import InputError
