@@ -7,9 +7,10 @@ import logging
 import os
 import sys
 
-from absl import flags
+from absl import app, flags
 from absl import logging as absl_logging
-from typing import Callable
+from types import ModuleType
+from typing import Callable, Optional
 
 from bracplus_jax.errors import InputError
 
@@ -30,6 +31,14 @@ def exits_cleanly_on_input_errors(main: Callable[..., None]) -> Callable[..., No
       sys.exit(2)
 
   return wrapped
+
+
+def run_command(module: ModuleType, flags_parser: Optional[Callable[[list[str]], list[str]]] = None) -> None:
+  """Runs a command's module as the program, from an entry module under another name: its
+  flags, its main, and its docstring as the usage --help prints."""
+  sys.modules["__main__"].__doc__ = module.__doc__
+  module.define_flags()
+  app.run(module.main, flags_parser=flags_parser or app.parse_flags_with_usage)
 
 
 def _config_path(argv: list[str]) -> str:

@@ -1,0 +1,15 @@
+"""The collector's old name, kept for command lines and code written against it.
+
+`python -m bracplus_jax.collect` runs the command of `bracplus_jax.collection.collect`, and
+`from bracplus_jax import collect` gives that module itself.
+"""
+
+import sys
+
+from bracplus_jax.cli import run_command
+from bracplus_jax.collection import collect
+
+if __name__ == "__main__":
+  run_command(collect)
+else:
+  sys.modules[__name__] = collect
