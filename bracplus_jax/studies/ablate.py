@@ -44,10 +44,10 @@ from bracplus_jax import data, distributions, evaluate, experiment, learner, los
 from bracplus_jax import config as config_lib
 from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors
 from bracplus_jax.errors import InputError
+from bracplus_jax.studies.outputs import markdown_table, mean_std
+from bracplus_jax.studies.run_files import ABLATION_RESULTS, DIAGNOSTICS_FILE, result_row
 
-DIAGNOSTICS_FILE = "diagnostics.npz"
 ABLATION_TABLE = "ablation.md"
-ABLATION_RESULTS = "ablation.json"
 
 
 def _set_algo(**fields) -> Callable[[ml_collections.ConfigDict], None]:
@@ -176,29 +176,6 @@ def final_diagnostics(run_dir: str, seed: int = 0) -> str:
 # ---------------------------------------------------------------------------
 # The ablation
 # ---------------------------------------------------------------------------
-
-
-def result_row(name: str, summary: dict[str, Any]) -> dict[str, Any]:
-  """One variant's final results over its seeds, from its summary.json."""
-  row = {"variant": name, "seeds": len(summary["seeds"]), "run_dir": summary["run_dir"]}
-  for metric in ("return", "normalized_score"):
-    if metric in summary:
-      row[f"{metric}_mean"] = summary[f"{metric}_mean"]
-      row[f"{metric}_std"] = summary[f"{metric}_std"]
-      row[metric] = summary[metric]
-  return row
-
-
-def mean_std(row: dict[str, Any], metric: str) -> str:
-  """'mean +- std' of a result row's metric over seeds; 'n/a' where the task has none."""
-  if f"{metric}_mean" not in row:
-    return "n/a"
-  return f"{row[f'{metric}_mean']:.1f} +- {row[f'{metric}_std']:.1f}"
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-  lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-  return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
 def ablation_table(rows: list[dict[str, Any]]) -> str:

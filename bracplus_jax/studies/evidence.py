@@ -41,7 +41,8 @@ from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors
 from bracplus_jax.collection.collect import RECIPES
 from bracplus_jax.data.d4rl_source import cache_dir
 from bracplus_jax.errors import InputError
-from bracplus_jax.studies import report
+from bracplus_jax.studies.outputs import markdown_table
+from bracplus_jax.studies.run_files import per_epoch, read_records
 
 METHODS = ("bc", "brac_plus")
 METHOD_LABELS = {"bc": "BC", "brac_plus": "BRAC+"}
@@ -134,8 +135,7 @@ def probability_of_improvement(better: np.ndarray, worse: np.ndarray, seed: int 
 
 def learning_curve(run_dir: str, steps_per_epoch: int) -> dict[str, Any]:
   """Per-seed evaluation scores by gradient update: {'updates': [E], 'scores': [E][seeds]}."""
-  records = report.read_run("run", run_dir).records
-  epochs, values = report.per_epoch(records, "eval", "normalized_score")
+  epochs, values = per_epoch(read_records(run_dir), "eval", "normalized_score")
   return {"updates": [int(epoch) * steps_per_epoch for epoch in epochs],
           "scores": [[float(v) for v in row] for row in values]}
 
@@ -168,8 +168,7 @@ def results_table(results: dict[str, Any]) -> str:
         f"{improvement['point']:.2f} [{improvement['ci'][0]:.2f}, {improvement['ci'][1]:.2f}]",
         ", ".join(f"{v:.1f}" for v in bc["final_normalized_scores"]),
         ", ".join(f"{v:.1f}" for v in brac["final_normalized_scores"])])
-  lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-  return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+  return markdown_table(header, rows)
 
 
 def _iqm_band(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

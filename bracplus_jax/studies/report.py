@@ -43,8 +43,8 @@ import numpy as np
 
 from bracplus_jax.cli import exits_cleanly_on_input_errors
 from bracplus_jax.errors import InputError
-from bracplus_jax.studies import ablate
-from bracplus_jax.studies.toys import new_file_paths, png_bytes, write_new_file
+from bracplus_jax.studies.outputs import markdown_table, mean_std, new_file_paths, png_bytes, write_new_file
+from bracplus_jax.studies.run_files import ABLATION_RESULTS, DIAGNOSTICS_FILE, per_epoch, read_records, result_row
 
 SCORES_FIGURE = "scores.png"
 Q_FIGURE = "q_values.png"
@@ -82,7 +82,7 @@ def run_directories(paths: list[str]) -> list[tuple[str, str]]:
   found = []
   for path in paths:
     path = os.path.abspath(os.path.expanduser(path))
-    ablation = os.path.join(path, ablate.ABLATION_RESULTS)
+    ablation = os.path.join(path, ABLATION_RESULTS)
     if os.path.isfile(os.path.join(path, "config.json")):
       found.append((os.path.basename(path), path))
     elif os.path.isfile(ablation):
@@ -90,7 +90,7 @@ def run_directories(paths: list[str]) -> list[tuple[str, str]]:
         found.append((row["variant"], os.path.join(path, os.path.basename(row["run_dir"]))))
     else:
       raise InputError(f"{path}: neither a run directory (config.json) nor an ablation "
-                       f"directory ({ablate.ABLATION_RESULTS})")
+                       f"directory ({ABLATION_RESULTS})")
   labels = [label for label, _ in found]
   # Two runs of the same name (the same variant of two ablations, say) keep their parent's name.
   return [(f"{os.path.basename(os.path.dirname(run_dir))}/{label}" if labels.count(label) > 1
@@ -98,15 +98,10 @@ def run_directories(paths: list[str]) -> list[tuple[str, str]]:
 
 
 def read_run(label: str, run_dir: str) -> Run:
-  metrics_path = os.path.join(run_dir, "metrics.jsonl")
-  try:
-    with open(metrics_path) as file:
-      records = [json.loads(line) for line in file if line.strip()]
-  except (OSError, json.JSONDecodeError) as error:
-    raise InputError(f"{metrics_path}: cannot be read ({error})") from error
+  records = read_records(run_dir)
   summary_path = os.path.join(run_dir, "summary.json")
   summary = _read_json(summary_path) if os.path.isfile(summary_path) else None
-  diagnostics_path = os.path.join(run_dir, ablate.DIAGNOSTICS_FILE)
+  diagnostics_path = os.path.join(run_dir, DIAGNOSTICS_FILE)
   diagnostics = None
   if os.path.isfile(diagnostics_path):
     with np.load(diagnostics_path) as arrays:
@@ -171,18 +166,6 @@ def sweep_figure(run: Run) -> Figure:
     axes.legend(fontsize="small")
   figure.suptitle(f"{run.label}: the final score of every sweep point")
   return figure
-
-
-def per_epoch(records: list[dict[str, Any]], phase: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
-  """(epochs [E], values [E, seeds]) of one metric of one phase; NaN where a seed lacks it."""
-  rows = [r for r in records if r["phase"] == phase and metric in r]
-  epochs = np.array(sorted({r["epoch"] for r in rows}), dtype=int)
-  num_seeds = 1 + max((r["seed_index"] for r in rows), default=-1)
-  values = np.full((len(epochs), num_seeds), np.nan)
-  index = {epoch: i for i, epoch in enumerate(epochs)}
-  for r in rows:
-    values[index[r["epoch"]], r["seed_index"]] = float(r[metric])
-  return epochs, values
 
 
 def score_metric(runs: list[Run]) -> str:
@@ -348,10 +331,10 @@ def run_table(runs: list[Run]) -> str:
             "mean KL(s) (MMD runs: MMD(s))", "states over eps_KL", "median OOD grad norm"]
   rows = []
   for run in runs:
-    result = ablate.result_row(run.label, run.summary) if run.summary else {
+    result = result_row(run.label, run.summary) if run.summary else {
         "seeds": "n/a (unfinished)"}
-    row = [run.label, str(result["seeds"]), ablate.mean_std(result, "return"),
-           ablate.mean_std(result, "normalized_score"), _final_mean(run.records, "q_mean")]
+    row = [run.label, str(result["seeds"]), mean_std(result, "return"),
+           mean_std(result, "normalized_score"), _final_mean(run.records, "q_mean")]
     if run.diagnostics is not None:
       divergence, eps_kl = run.diagnostics["divergence"], run.diagnostics["kl_threshold"]
       norms = ood_gradient_norms(run)
@@ -360,7 +343,7 @@ def run_table(runs: list[Run]) -> str:
     else:
       row += ["n/a"] * 3
     rows.append(row)
-  return ablate.markdown_table(header, rows)
+  return markdown_table(header, rows)
 
 
 # ---------------------------------------------------------------------------
@@ -378,7 +361,7 @@ def make_report(paths: list[str], out_dir: str) -> list[str]:
   with_diagnostics = [run for run in runs if run.diagnostics is not None]
   for run in runs:
     if run.diagnostics is None:
-      print(f"note: {run.run_dir} has no {ablate.DIAGNOSTICS_FILE}: {run.label} is left out of "
+      print(f"note: {run.run_dir} has no {DIAGNOSTICS_FILE}: {run.label} is left out of "
             f"{KL_FIGURE} and {OOD_FIGURE}")
   drawings = {SCORES_FIGURE: lambda: png_bytes(scores_figure(runs)),
               Q_FIGURE: lambda: png_bytes(q_figure(runs))}

@@ -33,9 +33,7 @@ modes, though nearer the heavier one than backward KL's.
 
 from __future__ import annotations
 
-import io
 import math
-import os
 from functools import partial
 from typing import NamedTuple
 
@@ -51,6 +49,7 @@ from bracplus_jax import losses
 from bracplus_jax import networks
 from bracplus_jax.cli import exits_cleanly_on_input_errors
 from bracplus_jax.errors import InputError
+from bracplus_jax.studies.outputs import new_file_paths, png_bytes, write_new_file
 
 # ---------------------------------------------------------------------------
 # App. A, Fig. 4: a gradient penalty at out-of-distribution inputs
@@ -401,39 +400,6 @@ def divergence_figure(key: jax.Array) -> Figure:
   figure.suptitle(f"Divergence shapes (App. B, Fig. 5); MMD with kernel sigma {MMD_KERNEL_SIGMA:g}, "
                   f"{MMD_SAMPLES} samples each")
   return figure
-
-
-def png_bytes(figure: Figure) -> bytes:
-  buffer = io.BytesIO()
-  figure.savefig(buffer, format="png", dpi=100)
-  return buffer.getvalue()
-
-
-def write_new_file(path: str, content: bytes) -> None:
-  """Creates path exclusively: a file that appeared meanwhile is left as it was."""
-  try:
-    with open(path, "xb") as file:
-      file.write(content)
-  except FileExistsError as error:
-    raise InputError(f"--out: {path} appeared while drawing; it is left as it was") from error
-  except OSError as error:
-    raise InputError(f"--out: cannot write {path} ({error.strerror})") from error
-
-
-def new_file_paths(out_dir: str, names) -> list[str]:
-  """The paths of files about to be written into out_dir, which is made if missing.
-
-  Checked before any drawing: an existing file is never overwritten.
-  """
-  paths = [os.path.join(out_dir, name) for name in names]
-  for path in paths:
-    if os.path.exists(path):
-      raise InputError(f"--out: {path} exists; it is never overwritten, choose another folder")
-  try:
-    os.makedirs(out_dir, exist_ok=True)
-  except OSError as error:
-    raise InputError(f"--out: cannot create the folder {out_dir} ({error.strerror})") from error
-  return paths
 
 
 def make_figures(out_dir: str, seed: int = 0) -> list[str]:
