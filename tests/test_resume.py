@@ -4,11 +4,13 @@ including after SIGKILL, to exactly the result an uninterrupted run has."""
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -134,6 +136,45 @@ def test_lines_logged_after_the_last_checkpoint_are_not_logged_twice(hopper_file
   assert epochs == [(1, 0), (2, 0)]
   superseded = (tmp_path / "stopped" / "metrics.superseded.jsonl").read_text().splitlines()
   assert [json.loads(line)["epoch"] for line in superseded] == [1]
+
+
+# A run written by the code at 6fb9a0e, before the modules moved into collection/ and studies/,
+# stopped after its first RL epoch of three; uninterrupted.jsonl is the same run not stopped
+# (tests/fixtures/make_old_run.py).
+OLD_RUN = ROOT / "tests" / "fixtures" / "old_run"
+OLD_RUN_UNITS = 6 + 3  # the start-up stages, then the epochs
+
+
+def same_lines_but_numbers(records, expected):
+  """The same phases, epochs, seeds, steps and metric names, line by line."""
+  shape = lambda rows: [(r["phase"], r.get("epoch"), r["seed_index"], r["step"], sorted(r)) for r in rows]  # noqa: E731
+  assert shape(records) == shape(expected)
+
+
+def test_a_run_directory_written_before_the_package_moved_resumes_to_its_uninterrupted_end(tmp_path):
+  shutil.copytree(OLD_RUN, tmp_path, dirs_exist_ok=True)
+  run_dir = tmp_path / "run"
+  config = json.loads((run_dir / "config.json").read_text())
+  config["dataset"] = f"hdf5:{tmp_path / 'hopper_random.hdf5'}"  # it named the folder it was made in
+  (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+  before = (run_dir / "metrics.jsonl").read_text().splitlines()
+
+  resumed = finish(command(None, run_dir, resume=True))
+  assert f"after unit 7 of {OLD_RUN_UNITS}" in resumed.stdout  # from its checkpoint, not from the start
+  summary = json.loads((run_dir / "summary.json").read_text())
+  assert summary["gradient_steps_per_seed"] == 40 + 20 + 20 + 3 * 10
+  lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+  assert lines[:len(before)] == before
+  records = [json.loads(line) for line in lines]
+  expected = [json.loads(line) for line in (OLD_RUN / "uninterrupted.jsonl").read_text().splitlines()]
+  same_lines_but_numbers(records, expected)
+  # The training metrics follow the old code's own run (exactly, on the machine that wrote it);
+  # an evaluation's return may move further, as a MuJoCo episode amplifies rounding.
+  for record, old in zip(records[len(before):], expected[len(before):]):
+    tolerance = 0.05 if record["phase"] == "eval" else 1e-4
+    for name, value in record.items():
+      if isinstance(value, float):
+        np.testing.assert_allclose(value, old[name], rtol=tolerance, atol=1e-6, err_msg=name)
 
 
 def experiment_config(dataset):
