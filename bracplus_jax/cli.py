@@ -12,11 +12,12 @@ from absl import logging as absl_logging
 from types import ModuleType
 from typing import Callable, Optional
 
-from bracplus_jax.errors import InputError
+from bracplus_jax.errors import InputError, RunError
 
 
 def exits_cleanly_on_input_errors(main: Callable[..., None]) -> Callable[..., None]:
-  """Wraps an absl main so an InputError prints 'error: <message>' and exits with status 2."""
+  """Wraps an absl main so an InputError prints 'error: <message>' and exits with status 2,
+  and a RunError (a run stopped while training) prints the same and exits with status 1."""
 
   @functools.wraps(main)
   def wrapped(*args, **kwargs):
@@ -29,8 +30,17 @@ def exits_cleanly_on_input_errors(main: Callable[..., None]) -> Callable[..., No
     except InputError as error:
       print(f"error: {error}", file=sys.stderr)
       sys.exit(2)
+    except RunError as error:
+      print(f"error: {error}", file=sys.stderr)
+      sys.exit(1)
 
   return wrapped
+
+
+def refuse_arguments(argv: list[str]) -> None:
+  """Every option of these commands is a --flag: a bare word after the command is a mistake."""
+  if len(argv) > 1:
+    raise InputError(f"unexpected arguments {argv[1:]}; every option is a --flag")
 
 
 def run_command(module: ModuleType, flags_parser: Optional[Callable[[list[str]], list[str]]] = None) -> None:

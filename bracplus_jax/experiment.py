@@ -22,15 +22,11 @@ import jax
 from bracplus_jax import checkpoints, data, envs, evaluation, run_log, sweep, train
 from bracplus_jax.collection import collect
 from bracplus_jax import config as config_lib
-from bracplus_jax.errors import InputError
+from bracplus_jax.errors import InputError, RunError
 
 
 # config.checkpoint_every_blocks for runs saved before the field existed.
 DEFAULT_CHECKPOINT_EVERY_BLOCKS = 50
-
-
-class RunError(RuntimeError):
-  """A run stopped for a reason found while training (a NaN loss, say); one line to the user."""
 
 
 def check_environment(env_id: str) -> None:

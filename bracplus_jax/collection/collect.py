@@ -45,7 +45,7 @@ import numpy as np
 import tqdm
 
 from bracplus_jax.collection import sac
-from bracplus_jax.cli import exits_cleanly_on_input_errors
+from bracplus_jax.cli import exits_cleanly_on_input_errors, refuse_arguments
 from bracplus_jax.data.kinds import KINDS
 from bracplus_jax.errors import InputError
 
@@ -580,8 +580,7 @@ def options_from_flags() -> RecipeOptions:
 
 @exits_cleanly_on_input_errors
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise InputError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+  refuse_arguments(argv)
   if not FLAGS.out:
     raise InputError("--out: missing; expected the path of the HDF5 file to write")
   if FLAGS.recipe is None:

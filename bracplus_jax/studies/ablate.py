@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from functools import partial
 from typing import Any, Callable
@@ -42,7 +41,7 @@ import numpy as np
 
 from bracplus_jax import data, distributions, evaluate, experiment, learner, losses
 from bracplus_jax import config as config_lib
-from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors
+from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors, refuse_arguments
 from bracplus_jax.errors import InputError
 from bracplus_jax.studies.outputs import markdown_table, mean_std
 from bracplus_jax.studies.run_files import ABLATION_RESULTS, DIAGNOSTICS_FILE, result_row
@@ -237,19 +236,14 @@ def define_flags() -> None:
 
 @exits_cleanly_on_input_errors
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise InputError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+  refuse_arguments(argv)
   variants = parse_variants(flags.FLAGS.variants)
   if not flags.FLAGS["config"].present:
     raise InputError("--config: missing; expected a task config file such as configs/hopper_local.py")
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir or os.path.join(
       "runs", f"ablation-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-  try:
-    run_ablation(config, variants, flags.FLAGS.seeds, workdir)
-  except experiment.RunError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(1)
+  run_ablation(config, variants, flags.FLAGS.seeds, workdir)
 
 
 if __name__ == "__main__":

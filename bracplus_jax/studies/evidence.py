@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from typing import Any
 
@@ -37,7 +36,7 @@ import numpy as np
 
 from bracplus_jax import config as config_lib
 from bracplus_jax import data, experiment
-from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors
+from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors, refuse_arguments
 from bracplus_jax.collection.collect import RECIPES
 from bracplus_jax.data.d4rl_source import cache_dir
 from bracplus_jax.errors import InputError
@@ -285,18 +284,13 @@ def define_flags() -> None:
 
 @exits_cleanly_on_input_errors
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise InputError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+  refuse_arguments(argv)
   options = flags.FLAGS
   recipes = parse_recipes(options.recipes)
   workdir = options.workdir or os.path.join("runs", f"evidence-{options.env}")
   data_dir = options.data_dir or os.path.join(cache_dir(), "generated")
-  try:
-    run_evidence(options.config, options.env, recipes, options.seeds, workdir,
-                 options.out or workdir, os.path.abspath(os.path.expanduser(data_dir)))
-  except experiment.RunError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(1)
+  run_evidence(options.config, options.env, recipes, options.seeds, workdir,
+               options.out or workdir, os.path.abspath(os.path.expanduser(data_dir)))
 
 
 if __name__ == "__main__":

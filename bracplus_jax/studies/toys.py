@@ -47,7 +47,7 @@ import optax
 from bracplus_jax import distributions
 from bracplus_jax import losses
 from bracplus_jax import networks
-from bracplus_jax.cli import exits_cleanly_on_input_errors
+from bracplus_jax.cli import exits_cleanly_on_input_errors, refuse_arguments
 from bracplus_jax.errors import InputError
 from bracplus_jax.studies.outputs import new_file_paths, png_bytes, write_new_file
 
@@ -420,8 +420,7 @@ def define_flags() -> None:
 
 @exits_cleanly_on_input_errors
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise InputError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+  refuse_arguments(argv)
   if not flags.FLAGS.out:
     raise InputError("--out: missing; expected the folder to draw the figures into")
   for path in make_figures(flags.FLAGS.out, flags.FLAGS.seed):
