@@ -43,7 +43,8 @@ def refuse_arguments(argv: list[str]) -> None:
     raise InputError(f"unexpected arguments {argv[1:]}; every option is a --flag")
 
 
-def run_command(module: ModuleType, flags_parser: Optional[Callable[[list[str]], list[str]]] = None) -> None:
+def run_command(module: ModuleType,
+                flags_parser: Optional[Callable[[list[str]], list[str]]] = None) -> None:
   """Runs a command's module as the program, from an entry module under another name: its
   flags, its main, and its docstring as the usage --help prints."""
   sys.modules["__main__"].__doc__ = module.__doc__

@@ -20,8 +20,8 @@ import numpy as np
 import jax
 
 from bracplus_jax import checkpoints, data, envs, evaluation, run_log, sweep, train
-from bracplus_jax.collection import collect
 from bracplus_jax import config as config_lib
+from bracplus_jax.collection import collect
 from bracplus_jax.errors import InputError, RunError
 
 
