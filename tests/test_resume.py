@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
@@ -18,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from configs import base  # noqa: E402
 
-from bracplus_jax import checkpoints, experiment  # noqa: E402
+from bracplus_jax import checkpoints, evaluate, experiment  # noqa: E402
 from test_experiment import hopper_file  # noqa: E402,F401  (the module's fixture)
 
 # Tiny networks; a behaviour phase of 30 blocks of 10 steps with a checkpoint every 3 blocks.
@@ -139,19 +140,25 @@ def test_lines_logged_after_the_last_checkpoint_are_not_logged_twice(hopper_file
 
 
 # A run written by the code at 6fb9a0e, before the modules moved into collection/ and studies/,
-# stopped after its first RL epoch of three; uninterrupted.jsonl is the same run not stopped
-# (tests/fixtures/make_old_run.py).
+# stopped after its first RL epoch of three (tests/fixtures/make_old_run.py): its checkpoint's
+# networks as that code restored them, and the lines the same run logs when not stopped.
 OLD_RUN = ROOT / "tests" / "fixtures" / "old_run"
 OLD_RUN_UNITS = 6 + 3  # the start-up stages, then the epochs
 
 
-def same_lines_but_numbers(records, expected):
-  """The same phases, epochs, seeds, steps and metric names, line by line."""
-  shape = lambda rows: [(r["phase"], r.get("epoch"), r["seed_index"], r["step"], sorted(r)) for r in rows]  # noqa: E731
-  assert shape(records) == shape(expected)
+def flat(tree, prefix):
+  """{'policy/params/trunk/Dense_0/kernel': array, ...}"""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {"/".join([prefix, *(str(getattr(key, "key", key)) for key in path)]): np.asarray(leaf)
+          for path, leaf in leaves}
 
 
-def test_a_run_directory_written_before_the_package_moved_resumes_to_its_uninterrupted_end(tmp_path):
+def schedule(records):
+  """What a run logs, line by line, whatever the metrics: phase, epoch, seed and step."""
+  return [(r["phase"], r.get("epoch"), r["seed_index"], r["step"]) for r in records]
+
+
+def test_a_run_directory_written_before_the_package_moved_restores_and_resumes(tmp_path):
   shutil.copytree(OLD_RUN, tmp_path, dirs_exist_ok=True)
   run_dir = tmp_path / "run"
   config = json.loads((run_dir / "config.json").read_text())
@@ -159,22 +166,20 @@ def test_a_run_directory_written_before_the_package_moved_resumes_to_its_uninter
   (run_dir / "config.json").write_text(json.dumps(config, indent=2))
   before = (run_dir / "metrics.jsonl").read_text().splitlines()
 
+  _, _, state = evaluate.restore_run(str(run_dir))
+  restored = flat(state.policy.params, "policy") | flat(state.critic.params, "critic")
+  with np.load(OLD_RUN / "networks.npz") as saved:
+    assert sorted(restored) == sorted(saved.files)
+    for name in saved.files:
+      np.testing.assert_array_equal(restored[name], saved[name], err_msg=name)
+
   resumed = finish(command(None, run_dir, resume=True))
   assert f"after unit 7 of {OLD_RUN_UNITS}" in resumed.stdout  # from its checkpoint, not from the start
-  summary = json.loads((run_dir / "summary.json").read_text())
-  assert summary["gradient_steps_per_seed"] == 40 + 20 + 20 + 3 * 10
+  assert json.loads((run_dir / "summary.json").read_text())["gradient_steps_per_seed"] == 40 + 20 + 20 + 3 * 10
   lines = (run_dir / "metrics.jsonl").read_text().splitlines()
   assert lines[:len(before)] == before
-  records = [json.loads(line) for line in lines]
-  expected = [json.loads(line) for line in (OLD_RUN / "uninterrupted.jsonl").read_text().splitlines()]
-  same_lines_but_numbers(records, expected)
-  # The training metrics follow the old code's own run (exactly, on the machine that wrote it);
-  # an evaluation's return may move further, as a MuJoCo episode amplifies rounding.
-  for record, old in zip(records[len(before):], expected[len(before):]):
-    tolerance = 0.05 if record["phase"] == "eval" else 1e-4
-    for name, value in record.items():
-      if isinstance(value, float):
-        np.testing.assert_allclose(value, old[name], rtol=tolerance, atol=1e-6, err_msg=name)
+  uninterrupted = (OLD_RUN / "uninterrupted.jsonl").read_text().splitlines()
+  assert schedule(map(json.loads, lines)) == schedule(map(json.loads, uninterrupted))
 
 
 def experiment_config(dataset):
