@@ -14,7 +14,7 @@ import time
 from absl import app, flags
 from ml_collections import config_flags
 
-from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors
+from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors, refuse_arguments
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A config file with get_config(), e.g. configs/hopper_mixed.py.",
@@ -33,8 +33,7 @@ _DISTRIBUTED = flags.DEFINE_bool(
 def main(argv):
   from bracplus_jax import experiment
   from bracplus_jax.errors import InputError
-  if len(argv) > 1:
-    raise InputError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+  refuse_arguments(argv)
   if _RESUME.value and not _WORKDIR.value:
     raise InputError("--resume needs --workdir=<the run directory to continue>")
   if _DISTRIBUTED.value:
@@ -44,11 +43,7 @@ def main(argv):
   if config is None and not _RESUME.value:
     raise InputError("--config: missing; expected a config file such as configs/hopper_mixed.py")
   workdir = _WORKDIR.value or os.path.join("runs", f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-  try:
-    experiment.run(config, workdir, resume=_RESUME.value)
-  except experiment.RunError as error:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(1)
+  experiment.run(config, workdir, resume=_RESUME.value)
 
 
 if __name__ == "__main__":

@@ -7,15 +7,17 @@ import logging
 import os
 import sys
 
-from absl import flags
+from absl import app, flags
 from absl import logging as absl_logging
-from typing import Callable
+from types import ModuleType
+from typing import Callable, Optional
 
-from bracplus_jax.errors import InputError
+from bracplus_jax.errors import InputError, RunError
 
 
 def exits_cleanly_on_input_errors(main: Callable[..., None]) -> Callable[..., None]:
-  """Wraps an absl main so an InputError prints 'error: <message>' and exits with status 2."""
+  """Wraps an absl main so an InputError prints 'error: <message>' and exits with status 2,
+  and a RunError (a run stopped while training) prints the same and exits with status 1."""
 
   @functools.wraps(main)
   def wrapped(*args, **kwargs):
@@ -28,8 +30,26 @@ def exits_cleanly_on_input_errors(main: Callable[..., None]) -> Callable[..., No
     except InputError as error:
       print(f"error: {error}", file=sys.stderr)
       sys.exit(2)
+    except RunError as error:
+      print(f"error: {error}", file=sys.stderr)
+      sys.exit(1)
 
   return wrapped
+
+
+def refuse_arguments(argv: list[str]) -> None:
+  """Every option of these commands is a --flag: a bare word after the command is a mistake."""
+  if len(argv) > 1:
+    raise InputError(f"unexpected arguments {argv[1:]}; every option is a --flag")
+
+
+def run_command(module: ModuleType,
+                flags_parser: Optional[Callable[[list[str]], list[str]]] = None) -> None:
+  """Runs a command's module as the program, from an entry module under another name: its
+  flags, its main, and its docstring as the usage --help prints."""
+  sys.modules["__main__"].__doc__ = module.__doc__
+  module.define_flags()
+  app.run(module.main, flags_parser=flags_parser or app.parse_flags_with_usage)
 
 
 def _config_path(argv: list[str]) -> str:

@@ -1,4 +1,8 @@
-"""Checks a run's config once, before anything compiles: one line per problem, naming the field."""
+"""Checks a run's config once, before anything compiles: one line per problem, naming the field.
+
+The sweep's fields are checked here too; `sweep` says which fields can be swept and reads
+the grid from a config, and imports nothing from this module.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ from typing import Any
 
 import ml_collections
 
-from bracplus_jax.collect import RECIPES
 from bracplus_jax import sweep
+from bracplus_jax.data.kinds import KINDS
 from bracplus_jax.errors import InputError
 
 CHOICES = {
@@ -27,8 +31,8 @@ CHOICES = {
     "algo.startup_lr_schedule": ("constant", "released"),
     "wandb.mode": ("auto", "online", "offline", "disabled"),
     "eval_mode": ("deterministic", "best_of_q"),
-    # '' = never make the dataset; the others are the collector's D4RL recipes.
-    "make_dataset.recipe": ("",) + RECIPES,
+    # '' = never make the dataset; the others are the kinds the collector makes, its recipes.
+    "make_dataset.recipe": ("",) + KINDS,
 }
 POSITIVE_INTEGERS = (
     "num_seeds", "batch_size", "eval_every", "checkpoint_every", "checkpoint_every_blocks",
@@ -113,4 +117,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise InputError(
         f"config.algo.target_entropy = {target_entropy!r}; expected a number, or None for "
         "the behaviour NLL rule (- act_dim ln 4 with entropy_constraint 'max')")
-  sweep.validate(config)
+  validate_sweep(config)
+
+
+def validate_sweep(config: ml_collections.ConfigDict) -> None:
+  """Raises InputError naming the first swept field that cannot be swept or has a bad value."""
+  for path, values in sweep.swept_fields(config).items():
+    reason = sweep.why_not_sweepable(path, config)
+    if reason is not None:
+      sweepable = ", ".join(f"algo.{name}" for name in sweep.SWEEPABLE)
+      raise InputError(f"config.sweep.{path} cannot be swept: {reason}. Sweepable: {sweepable}")
+    if len(set(values)) != len(values):
+      raise InputError(f"config.sweep.{path} = {values!r}; expected distinct values")
+    for value in values:  # each value must be one the field itself accepts
+      if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise InputError(f"config.sweep.{path} = {values!r}; expected numbers")
+      try:
+        validate(sweep.point_config(config, {path: value}))
+      except InputError as error:  # "config.algo.<field> = <value>; expected ..."
+        detail = str(error).partition("; ")[2] or str(error)
+        raise InputError(f"config.sweep.{path} = {values!r}: {value!r} is not allowed; {detail}") from error

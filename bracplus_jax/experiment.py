@@ -22,15 +22,12 @@ import jax.numpy as jnp
 
 from bracplus_jax import checkpoints, data, envs, evaluation, run_log, sweep, train
 from bracplus_jax import config as config_lib
-from bracplus_jax.errors import InputError
+from bracplus_jax.collection import collect
+from bracplus_jax.errors import InputError, RunError
 
 
 # config.checkpoint_every_blocks for runs saved before the field existed.
 DEFAULT_CHECKPOINT_EVERY_BLOCKS = 50
-
-
-class RunError(RuntimeError):
-  """A run stopped for a reason found while training (a NaN loss, say); one line to the user."""
 
 
 def check_environment(env_id: str) -> None:
@@ -65,14 +62,13 @@ def make_dataset_if_missing(config: ml_collections.ConfigDict) -> None:
   """Makes the config's dataset with the collector when its file does not exist yet.
 
   "random" is a plain random rollout; the other recipes train SAC first (see
-  `bracplus_jax.collect`), in the file's folder, where later recipes reuse it.
+  `bracplus_jax.collection.collect`), in the file's folder, where later recipes reuse it.
   """
   recipe = config.make_dataset.recipe
   kind, _, path = config.dataset.partition(":")
   path = os.path.expanduser(path)
   if not recipe or kind != "hdf5" or os.path.exists(path):
     return
-  from bracplus_jax import collect  # the collector's own command-line flags load with it
   if recipe == "random":
     print(f"{path} does not exist yet: collecting it (random, {config.make_dataset.steps} steps "
           f"in {config.env}); later runs reuse it")

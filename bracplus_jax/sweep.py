@@ -7,6 +7,8 @@ seeds is the leading axis of the training state, so every (point, seed) run
 trains in the same vmapped, compiled steps: run r is point r // num_seeds,
 seed `seed + r % num_seeds`. Each run's values live in its state (`hyper`);
 learning rates reach the optimisers through `optax.inject_hyperparams`.
+
+This module reads a config; `bracplus_jax.config` checks it, the sweep's fields included.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-
-from bracplus_jax.errors import InputError
 
 # algo fields a sweep can carry, and what each needs to take effect (None: nothing).
 SWEEPABLE = {
@@ -71,8 +71,8 @@ def swept_fields(config: ml_collections.ConfigDict) -> dict[str, tuple]:
   return found
 
 
-def _why_not(path: str, config: ml_collections.ConfigDict) -> str | None:
-  """None if `path` can be swept in this config, else why not."""
+def why_not_sweepable(path: str, config: ml_collections.ConfigDict) -> str | None:
+  """None if `path` can be swept in this config, else why not (`config.validate` says it)."""
   group, _, name = path.rpartition(".")
   if group != "algo":
     return "only algo fields can be swept (seeds: config.num_seeds; the schedule and data are shared)"
@@ -91,27 +91,6 @@ def _why_not(path: str, config: ml_collections.ConfigDict) -> str | None:
     if config.algo.get(field) != wanted:
       return f"it has no effect with algo.{field} = {config.algo.get(field)!r} ({reason})"
   return None
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises InputError naming the first swept field that cannot be swept or has a bad value."""
-  from bracplus_jax import config as config_lib  # config imports this module
-  fields = swept_fields(config)
-  for path, values in fields.items():
-    reason = _why_not(path, config)
-    if reason is not None:
-      sweepable = ", ".join(f"algo.{name}" for name in SWEEPABLE)
-      raise InputError(f"config.sweep.{path} cannot be swept: {reason}. Sweepable: {sweepable}")
-    if len(set(values)) != len(values):
-      raise InputError(f"config.sweep.{path} = {values!r}; expected distinct values")
-    for value in values:  # each value must be one the field itself accepts
-      if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise InputError(f"config.sweep.{path} = {values!r}; expected numbers")
-      try:
-        config_lib.validate(point_config(config, {path: value}))
-      except InputError as error:  # "config.algo.<field> = <value>; expected ..."
-        detail = str(error).partition("; ")[2] or str(error)
-        raise InputError(f"config.sweep.{path} = {values!r}: {value!r} is not allowed; {detail}") from error
 
 
 def grid(config: ml_collections.ConfigDict) -> list[dict[str, float]]:

@@ -16,7 +16,7 @@ every other respect, with the released code's KL margin for the recipe.
 
 import os
 
-from bracplus_jax.collect import RECIPES
+from bracplus_jax.collection.collect import RECIPES
 from bracplus_jax.data.d4rl_source import cache_dir
 from configs import base
 

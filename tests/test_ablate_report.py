@@ -12,8 +12,10 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bracplus_jax import ablate, collect, data, report  # noqa: E402
+from bracplus_jax import data  # noqa: E402
+from bracplus_jax.collection import collect  # noqa: E402
 from bracplus_jax.errors import InputError  # noqa: E402
+from bracplus_jax.studies import ablate, report  # noqa: E402
 
 TINY = {
     "behavior_steps": 40, "policy_init_steps": 20, "critic_init_steps": 20, "epochs": 2,

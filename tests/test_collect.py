@@ -9,7 +9,8 @@ import h5py
 import numpy as np
 import pytest
 
-from bracplus_jax import collect, data
+from bracplus_jax import data
+from bracplus_jax.collection import collect
 from bracplus_jax.errors import InputError
 
 

@@ -13,8 +13,8 @@ from scipy import stats
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bracplus_jax import evidence  # noqa: E402
 from bracplus_jax.errors import InputError  # noqa: E402
+from bracplus_jax.studies import evidence  # noqa: E402
 
 TINY = {
     "behavior_steps": 40, "policy_init_steps": 20, "critic_init_steps": 20, "epochs": 2,

@@ -14,7 +14,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from configs import base  # noqa: E402
 
-from bracplus_jax import collect, data, experiment, sac  # noqa: E402
+from bracplus_jax import data, experiment  # noqa: E402
+from bracplus_jax.collection import collect, sac  # noqa: E402
 from conftest import write_d4rl_file  # noqa: E402
 
 TINY = {

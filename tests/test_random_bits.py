@@ -9,9 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bracplus_jax import learner  # noqa: F401  (registers the unrolled lowering)
 from bracplus_jax import random_bits
 from bracplus_jax.random_bits import unroll_threefry_on_cpu
+
+unroll_threefry_on_cpu()  # as training does (learner.py): every draw below is the unrolled lowering's
 
 # Draws of the kinds an update makes: normals and uniforms of odd shapes, split and folded
 # keys, batch indices; vmapped over seeds as train.py runs them.

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from bracplus_jax import collect, data, sac
+from bracplus_jax import data
+from bracplus_jax.collection import collect, sac
 from bracplus_jax.errors import InputError
 
 ENV = "Hopper-v5"

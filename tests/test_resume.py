@@ -4,11 +4,14 @@ including after SIGKILL, to exactly the result an uninterrupted run has."""
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -16,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from configs import base  # noqa: E402
 
-from bracplus_jax import checkpoints, experiment  # noqa: E402
+from bracplus_jax import checkpoints, evaluate, experiment  # noqa: E402
 from test_experiment import hopper_file  # noqa: E402,F401  (the module's fixture)
 
 # Tiny networks; a behaviour phase of 30 blocks of 10 steps with a checkpoint every 3 blocks.
@@ -134,6 +137,49 @@ def test_lines_logged_after_the_last_checkpoint_are_not_logged_twice(hopper_file
   assert epochs == [(1, 0), (2, 0)]
   superseded = (tmp_path / "stopped" / "metrics.superseded.jsonl").read_text().splitlines()
   assert [json.loads(line)["epoch"] for line in superseded] == [1]
+
+
+# A run written by the code at 6fb9a0e, before the modules moved into collection/ and studies/,
+# stopped after its first RL epoch of three (tests/fixtures/make_old_run.py): its checkpoint's
+# networks as that code restored them, and the lines the same run logs when not stopped.
+OLD_RUN = ROOT / "tests" / "fixtures" / "old_run"
+OLD_RUN_UNITS = 6 + 3  # the start-up stages, then the epochs
+
+
+def flat(tree, prefix):
+  """{'policy/params/trunk/Dense_0/kernel': array, ...}"""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {"/".join([prefix, *(str(getattr(key, "key", key)) for key in path)]): np.asarray(leaf)
+          for path, leaf in leaves}
+
+
+def schedule(records):
+  """What a run logs, line by line, whatever the metrics: phase, epoch, seed and step."""
+  return [(r["phase"], r.get("epoch"), r["seed_index"], r["step"]) for r in records]
+
+
+def test_a_run_directory_written_before_the_package_moved_restores_and_resumes(tmp_path):
+  shutil.copytree(OLD_RUN, tmp_path, dirs_exist_ok=True)
+  run_dir = tmp_path / "run"
+  config = json.loads((run_dir / "config.json").read_text())
+  config["dataset"] = f"hdf5:{tmp_path / 'hopper_random.hdf5'}"  # it named the folder it was made in
+  (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+  before = (run_dir / "metrics.jsonl").read_text().splitlines()
+
+  _, _, state = evaluate.restore_run(str(run_dir))
+  restored = flat(state.policy.params, "policy") | flat(state.critic.params, "critic")
+  with np.load(OLD_RUN / "networks.npz") as saved:
+    assert sorted(restored) == sorted(saved.files)
+    for name in saved.files:
+      np.testing.assert_array_equal(restored[name], saved[name], err_msg=name)
+
+  resumed = finish(command(None, run_dir, resume=True))
+  assert f"after unit 7 of {OLD_RUN_UNITS}" in resumed.stdout  # from its checkpoint, not from the start
+  assert json.loads((run_dir / "summary.json").read_text())["gradient_steps_per_seed"] == 40 + 20 + 20 + 3 * 10
+  lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+  assert lines[:len(before)] == before
+  uninterrupted = (OLD_RUN / "uninterrupted.jsonl").read_text().splitlines()
+  assert schedule(map(json.loads, lines)) == schedule(map(json.loads, uninterrupted))
 
 
 def experiment_config(dataset):

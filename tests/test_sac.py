@@ -11,10 +11,13 @@ import numpy as np
 import optax
 import pytest
 
-from bracplus_jax import networks, sac
+from bracplus_jax import networks
+from bracplus_jax.collection import sac
 from bracplus_jax.data.transitions import Transitions
 
 OBS_DIM, ACT_DIM, BATCH = 5, 2, 7
+# Saved by bracplus_jax.sac before it moved into bracplus_jax/collection/ (tests/fixtures/make_old_run.py).
+OLD_POLICY_FILE = os.path.join(os.path.dirname(__file__), "fixtures", "old_run", "sac_policy.msgpack")
 
 
 def numpy_mlp(layers, x):
@@ -178,6 +181,18 @@ def test_checkpoint_round_trip(tmp_path):
   (tmp_path / "junk.msgpack").write_bytes(b"\x00not msgpack")
   with pytest.raises(ValueError, match="not a policy checkpoint"):
     sac.load_policy(str(tmp_path / "junk.msgpack"))
+
+
+def test_a_policy_file_saved_before_the_move_loads_and_saves_back_byte_for_byte(tmp_path):
+  checkpoint = sac.load_policy(OLD_POLICY_FILE)
+  assert (checkpoint.env_id, checkpoint.observation_dim, checkpoint.step, checkpoint.evaluated_return) == (
+      "Hopper-v5", 11, 1000, 12.5)
+  assert checkpoint.module == sac.policy_module(3, (8,))
+  actions = checkpoint.act(np.zeros((4, 11), np.float32), jax.random.PRNGKey(0))
+  assert actions.shape == (4, 3) and np.all(np.abs(actions) <= 1.0)
+  sac.save_policy(str(tmp_path / "again.msgpack"), checkpoint)
+  with open(OLD_POLICY_FILE, "rb") as old, open(tmp_path / "again.msgpack", "rb") as again:
+    assert again.read() == old.read()
 
 
 def test_sac_learns_inverted_pendulum(tmp_path):

@@ -14,8 +14,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from configs import base  # noqa: E402
 
-from bracplus_jax import experiment, report, sweep  # noqa: E402
+from bracplus_jax import experiment, sweep  # noqa: E402
 from bracplus_jax.errors import InputError  # noqa: E402
+from bracplus_jax.studies import report  # noqa: E402
 from test_experiment import hopper_file  # noqa: E402,F401  (the module's fixture)
 from test_experiment import tiny_config as experiment_tiny_config  # noqa: E402
 

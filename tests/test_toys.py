@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from bracplus_jax import distributions, toys
+from bracplus_jax import distributions
 from bracplus_jax.errors import InputError
+from bracplus_jax.studies import toys
 
 SEEDS = (0, 1, 2)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -186,5 +187,5 @@ def test_command_refuses_to_overwrite_in_one_line(tmp_path):
 
 def test_shares_a_process_with_the_other_commands():
   """Its flags are defined only when it runs as the program, so no flag name clashes on import."""
-  import bracplus_jax.collect  # noqa: F401  (defines --out and --seed too)
-  import bracplus_jax.toys  # noqa: F401
+  import bracplus_jax.collection.collect  # noqa: F401  (defines --out and --seed too)
+  import bracplus_jax.studies.toys  # noqa: F401

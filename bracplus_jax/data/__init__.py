@@ -3,7 +3,10 @@
 Specs:
   d4rl:<name>    a public D4RL file (e.g. d4rl:hopper-medium-replay-v2), cached or downloaded
   minari:<id>    a Minari dataset (e.g. minari:mujoco/hopper/medium-v0)
-  hdf5:<path>    any file in D4RL's format, such as those `bracplus_jax.collect` writes
+  hdf5:<path>    any file in D4RL's format, such as those `bracplus_jax.collection.collect` writes
+
+The lowest wing: it imports only the modules every wing shares (errors; envs, to check a
+dataset against its environment), and every other wing may import it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Files in D4RL's HDF5 format: D4RL's own, `bracplus_jax.collect`'s and users' logs."""
+"""Files in D4RL's HDF5 format: D4RL's own, the collector's (`bracplus_jax.collection`) and users' logs."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ class RawDataset:
   `terminals[i]` is true when the environment terminated after step i and
   `timeouts[i]` when a time limit (or the end of a logged episode) cut it.
   `next_observations` is present when the source stores it (Minari always,
-  D4RL v2 and files written by `bracplus_jax.collect`).
+  D4RL v2 and files written by `bracplus_jax.collection.collect`).
   """
 
   source: str  # where it came from, for messages: a path or a spec

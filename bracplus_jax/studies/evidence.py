@@ -1,0 +1,298 @@
+"""python -m bracplus_jax.evidence: BRAC+ against behaviour cloning, with confidence intervals.
+
+  python -m bracplus_jax.evidence --env=Hopper-v5 --recipes=mixed,medium,medium_expert --seeds=4
+      [--workdir=runs/evidence-Hopper-v5] [--out=DIR] [--data_dir=DIR]
+      [--config=configs/evidence.py] [--config.epochs=12 ...]
+
+For every recipe: makes the dataset if it is missing (the collector's D4RL
+recipes, `python -m bracplus_jax.collect`), then trains behaviour cloning and
+BRAC+ on it with the seeds vmapped, by the same code as launch.py, into
+WORKDIR/<recipe>/bc and WORKDIR/<recipe>/brac_plus. Running the same command
+again resumes: finished runs are read back, stopped ones go on from their last
+checkpoint (or from the start, in the same directory, if they had none).
+
+At the end it writes, into --out (default WORKDIR):
+  <env>.json     per recipe and method: per-seed final normalised scores
+                 (`final_normalized_scores`: the last policy's mean over the
+                 config's eval_episodes), mean, IQM and 95% stratified-bootstrap
+                 CIs (rliable, Agarwal et al. 2021), the probability that BRAC+
+                 improves on BC with its CI, per-seed learning curves, the
+                 dataset's own mean score, and the wall time of each run;
+  <env>.md       the same as a table;
+  <env>_<recipe>.png  learning curves: IQM over seeds with a 95% CI band,
+                 x = gradient updates (BRAC+'s epoch 0 is its initial policy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from absl import app, flags
+import ml_collections
+import numpy as np
+
+from bracplus_jax import config as config_lib
+from bracplus_jax import data, experiment
+from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors, refuse_arguments
+from bracplus_jax.collection.collect import RECIPES
+from bracplus_jax.data.d4rl_source import cache_dir
+from bracplus_jax.errors import InputError
+from bracplus_jax.studies.outputs import markdown_table
+from bracplus_jax.studies.run_files import per_epoch, read_records
+
+METHODS = ("bc", "brac_plus")
+METHOD_LABELS = {"bc": "BC", "brac_plus": "BRAC+"}
+BOOTSTRAP_REPS = 2000
+
+
+def parse_recipes(text: str) -> list[str]:
+  names = [name.strip() for name in text.split(",") if name.strip()]
+  usable = [recipe for recipe in RECIPES if recipe != "all" and not recipe.startswith("policy")]
+  if not names:
+    raise InputError(f"--recipes: none given; expected a comma-separated list of: {', '.join(usable)}")
+  for name in names:
+    if name not in usable:
+      raise InputError(f"--recipes: unknown recipe '{name}'; expected some of: {', '.join(usable)}")
+  if len(set(names)) != len(names):
+    raise InputError("--recipes: a recipe is given twice; each runs once")
+  return names
+
+
+def _env_family(env: str) -> str:
+  """'Hopper-v5' -> 'hopper', the key of the released code's per-task settings."""
+  return env.split("-")[0].lower()
+
+
+def recipe_config(config: ml_collections.ConfigDict, env: str, recipe: str, method: str,
+                  num_seeds: int, data_dir: str) -> ml_collections.ConfigDict:
+  """A copy of the shared config for one recipe and method: its dataset and KL margin."""
+  from configs import base  # the configs package sits beside this one, as launch.py uses it
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.name = f"evidence_{env}_{recipe}_{method}"
+  config.method = method
+  config.num_seeds = num_seeds
+  config.env = env
+  config.dataset = f"hdf5:{os.path.join(data_dir, f'{env}_{recipe}.hdf5')}"
+  config.make_dataset.recipe = recipe
+  kind = "medium" if recipe == "expert" else recipe
+  margin = base.KL_MARGINS[kind]
+  family = _env_family(env)
+  config.algo.kl_margin = base.MEDIUM_KL_MARGINS.get(family, 0.2) if margin is None else margin
+  config.algo.gp_max_ood_grad_norm = 0.1 if family == "halfcheetah" else 0.01
+  return config
+
+
+def train_or_resume(config: ml_collections.ConfigDict, run_dir: str) -> dict[str, Any]:
+  """The run's summary: read back if it finished, resumed if it stopped, else trained."""
+  summary_path = os.path.join(run_dir, "summary.json")
+  if os.path.isfile(summary_path):
+    print(f"{run_dir}: finished earlier, read back")
+    with open(summary_path) as file:
+      return json.load(file)
+  began = time.perf_counter()
+  resume = os.path.isfile(os.path.join(run_dir, "config.json"))
+  summary = experiment.run(config, run_dir, resume=resume)
+  summary["wall_seconds_this_call"] = round(time.perf_counter() - began, 1)
+  with open(summary_path, "w") as file:  # the summary experiment.run wrote, plus the wall time
+    json.dump(summary, file, indent=2)
+  return summary
+
+
+# ---------------------------------------------------------------------------
+# Aggregates (rliable)
+# ---------------------------------------------------------------------------
+
+
+def interval_estimates(scores: dict[str, np.ndarray], seed: int = 0) -> dict[str, dict[str, Any]]:
+  """Mean and IQM of each method's per-seed scores [seeds] with 95% stratified-bootstrap CIs."""
+  from rliable import library, metrics
+
+  def aggregates(matrix):
+    return np.array([metrics.aggregate_mean(matrix), metrics.aggregate_iqm(matrix)])
+
+  np.random.seed(seed)  # rliable's bootstrap draws from numpy's global generator
+  points, intervals = library.get_interval_estimates(
+      {name: np.asarray(values, float)[:, None] for name, values in scores.items()},
+      aggregates, reps=BOOTSTRAP_REPS)
+  return {name: {"mean": float(points[name][0]), "iqm": float(points[name][1]),
+                 "mean_ci": [float(v) for v in intervals[name][:, 0]],
+                 "iqm_ci": [float(v) for v in intervals[name][:, 1]]} for name in scores}
+
+
+def probability_of_improvement(better: np.ndarray, worse: np.ndarray, seed: int = 0) -> dict[str, Any]:
+  """P(X > Y) for a BRAC+ seed X and a BC seed Y (ties count half), with its 95% CI."""
+  from rliable import library, metrics
+  np.random.seed(seed)
+  points, intervals = library.get_interval_estimates(
+      {"p": (np.asarray(better, float)[:, None], np.asarray(worse, float)[:, None])},
+      metrics.probability_of_improvement, reps=BOOTSTRAP_REPS)
+  return {"point": float(points["p"]), "ci": [float(v) for v in np.ravel(intervals["p"])]}
+
+
+def learning_curve(run_dir: str, steps_per_epoch: int) -> dict[str, Any]:
+  """Per-seed evaluation scores by gradient update: {'updates': [E], 'scores': [E][seeds]}."""
+  epochs, values = per_epoch(read_records(run_dir), "eval", "normalized_score")
+  return {"updates": [int(epoch) * steps_per_epoch for epoch in epochs],
+          "scores": [[float(v) for v in row] for row in values]}
+
+
+def dataset_mean_score(config: ml_collections.ConfigDict) -> float:
+  dataset = data.load_dataset(config.dataset, scale_rewards=False, env_id=config.env, progress=False)
+  return float(np.mean(dataset.normalized_score(dataset.episode_returns)))
+
+
+# ---------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------
+
+
+def _format_interval(entry: dict[str, Any], name: str) -> str:
+  low, high = entry[f"{name}_ci"]
+  return f"{entry[name]:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def results_table(results: dict[str, Any]) -> str:
+  header = ["recipe", "data's mean", "BC IQM [95% CI]", "BRAC+ IQM [95% CI]", "BC mean",
+            "BRAC+ mean", "P(BRAC+ > BC) [95% CI]", "per-seed BC", "per-seed BRAC+"]
+  rows = []
+  for recipe, entry in results["recipes"].items():
+    bc, brac = entry["methods"]["bc"], entry["methods"]["brac_plus"]
+    improvement = entry["probability_of_improvement"]
+    rows.append([
+        recipe, f"{entry['dataset_mean_normalized_score']:.1f}", _format_interval(bc, "iqm"),
+        _format_interval(brac, "iqm"), _format_interval(bc, "mean"), _format_interval(brac, "mean"),
+        f"{improvement['point']:.2f} [{improvement['ci'][0]:.2f}, {improvement['ci'][1]:.2f}]",
+        ", ".join(f"{v:.1f}" for v in bc["final_normalized_scores"]),
+        ", ".join(f"{v:.1f}" for v in brac["final_normalized_scores"])])
+  return markdown_table(header, rows)
+
+
+def _iqm_band(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """IQM and its 95% CI at every evaluation point, scores [points, seeds]."""
+  points, lows, highs = [], [], []
+  for row in scores:
+    estimate = interval_estimates({"x": row})["x"]
+    points.append(estimate["iqm"])
+    lows.append(estimate["iqm_ci"][0])
+    highs.append(estimate["iqm_ci"][1])
+  return np.array(points), np.array(lows), np.array(highs)
+
+
+def curves_figure(env: str, recipe: str, entry: dict[str, Any]):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  figure, axes = plt.subplots(figsize=(6.0, 4.0))
+  for index, method in enumerate(METHODS):
+    curve = entry["methods"][method]["curve"]
+    updates = np.asarray(curve["updates"])
+    iqm, low, high = _iqm_band(np.asarray(curve["scores"]))
+    color = f"C{index}"
+    seeds = len(entry["methods"][method]["final_normalized_scores"])
+    axes.plot(updates, iqm, color=color, marker="o", markersize=3,
+              label=f"{METHOD_LABELS[method]} (IQM, {seeds} seeds)")
+    axes.fill_between(updates, low, high, color=color, alpha=0.2, linewidth=0)
+  axes.axhline(entry["dataset_mean_normalized_score"], color="0.4", linestyle="--", linewidth=1,
+               label="the data's mean")
+  axes.set_xlabel("gradient updates")
+  axes.set_ylabel("normalised score")
+  axes.set_title(f"{env} {recipe}: IQM with 95% bootstrap CI")
+  axes.legend(loc="best", fontsize=8)
+  figure.tight_layout()
+  return figure
+
+
+def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str], num_seeds: int,
+                 workdir: str, out_dir: str, data_dir: str) -> dict[str, Any]:
+  if num_seeds < 1:
+    raise InputError(f"--seeds: {num_seeds}; expected a positive number of seeds")
+  configs = {(recipe, method): recipe_config(config, env, recipe, method, num_seeds, data_dir)
+             for recipe in recipes for method in METHODS}
+  for (recipe, method), run_config in configs.items():  # every config is checked before training
+    try:
+      config_lib.validate(run_config)
+    except InputError as error:
+      raise InputError(f"recipe {recipe}, {method}: {error}") from error
+    if not run_config.eval_episodes:
+      raise InputError("--config.eval_episodes: 0; the evidence is the evaluation, so it must be >= 1")
+  experiment.check_environment(env)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  print(f"evidence directory: {workdir} (run the same command again to resume)")
+  results: dict[str, Any] = {"env": env, "seeds": num_seeds, "config": config.to_dict(),
+                             "recipes": {}}
+  for recipe in recipes:
+    entry: dict[str, Any] = {"methods": {}}
+    for method in METHODS:
+      run_config = configs[(recipe, method)]
+      print(f"\n=== {recipe}: {METHOD_LABELS[method]} ({num_seeds} seeds) ===", flush=True)
+      run_dir = os.path.join(workdir, recipe, method)
+      summary = train_or_resume(run_config, run_dir)
+      if "normalized_score" not in summary:
+        raise InputError(f"{run_config.dataset}: no reference returns, so no normalised scores")
+      entry["dataset"] = run_config.dataset
+      entry["methods"][method] = {
+          "final_normalized_scores": summary["normalized_score"],
+          "final_returns": summary["return"],
+          "curve": learning_curve(run_dir, run_config.steps_per_epoch),
+          "gradient_steps_per_seed": summary["gradient_steps_per_seed"],
+          "phase_seconds": summary["phase_seconds"],
+          "run_dir": os.path.relpath(run_dir, workdir),
+      }
+    scores = {method: np.asarray(entry["methods"][method]["final_normalized_scores"]) for method in METHODS}
+    for method, estimate in interval_estimates(scores).items():
+      entry["methods"][method].update(estimate)
+    entry["probability_of_improvement"] = probability_of_improvement(scores["brac_plus"], scores["bc"])
+    entry["dataset_mean_normalized_score"] = dataset_mean_score(configs[(recipe, "bc")])
+    results["recipes"][recipe] = entry
+  os.makedirs(out_dir, exist_ok=True)
+  stem = os.path.join(out_dir, env.lower())
+  with open(f"{stem}.json", "w") as file:
+    json.dump(results, file, indent=2, default=list)
+  table = results_table(results)
+  with open(f"{stem}.md", "w") as file:
+    file.write(table)
+  for recipe, entry in results["recipes"].items():
+    figure = curves_figure(env, recipe, entry)
+    figure.savefig(f"{stem}_{recipe}.png", dpi=120)
+  print("\n" + table)
+  print(f"results: {stem}.json, {stem}.md, {stem}_<recipe>.png")
+  return results
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+
+
+def define_flags() -> None:
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file(
+      "config", "configs/evidence.py", "The settings every recipe shares (configs/evidence.py).",
+      lock_config=True)
+  flags.DEFINE_string("env", "Hopper-v5", "A gymnasium MuJoCo env id; its datasets are made here.")
+  flags.DEFINE_string("recipes", "mixed,medium,medium_expert", "Comma-separated collector recipes.")
+  flags.DEFINE_integer("seeds", 4, "Seeds per method and recipe, vmapped in one process.")
+  flags.DEFINE_string("workdir", None, "The runs' parent directory (default runs/evidence-<env>); "
+                      "the same one resumes.")
+  flags.DEFINE_string("out", None, "Where the JSON, table and figures go (default: --workdir).")
+  flags.DEFINE_string("data_dir", None, "Where the datasets are, or are made (default "
+                      "$BRACPLUS_DATA/generated or ~/.cache/bracplus_jax/generated).")
+
+
+@exits_cleanly_on_input_errors
+def main(argv: list[str]) -> None:
+  refuse_arguments(argv)
+  options = flags.FLAGS
+  recipes = parse_recipes(options.recipes)
+  workdir = options.workdir or os.path.join("runs", f"evidence-{options.env}")
+  data_dir = options.data_dir or os.path.join(cache_dir(), "generated")
+  run_evidence(options.config, options.env, recipes, options.seeds, workdir,
+               options.out or workdir, os.path.abspath(os.path.expanduser(data_dir)))
+
+
+if __name__ == "__main__":
+  define_flags()
+  app.run(main, flags_parser=config_flags_parser("configs/evidence.py"))
