@@ -3,6 +3,8 @@
   python -m bracplus_jax.collect --env=Hopper-v5 --recipe=all --out=datasets/hopper
   python -m bracplus_jax.collect --env=Hopper-v5 --recipe=medium --steps=1000000 --out=hopper_medium.hdf5
   python -m bracplus_jax.collect --env=Hopper-v5 --policy=random --steps=100000 --out=hopper_random.hdf5
+  python -m bracplus_jax.collect --env=Hopper-v5 --manifest=family.json --out=datasets/hopper
+  python -m bracplus_jax.collect --check=docs/results/families/Hopper-v5.json --out=datasets/hopper
 
 Recipes follow D4RL (Fu et al. 2020), with behaviour policies trained
 here by SAC (`bracplus_jax.collection.sac`):
@@ -26,6 +28,13 @@ recipe) writes a plain random rollout without references.
 Each file holds observations, actions, rewards, terminals, timeouts,
 next_observations, infos/qpos, infos/qvel and metadata/*, and reads back with
 `python -m bracplus_jax.data hdf5:<out>`. An existing file is never overwritten.
+
+--manifest=FILE writes the manifest of the family in --out (`collection.family`): per file
+its rows, episodes, mean return, normalised score and arrays' checksum, and the library
+versions, Python, CPU and options that made it. --check=FILE compares the family in --out
+with a manifest: per file `identical` (same checksum), `same level` (normalised score within
+3 points, rows within 1%), `different` or `missing`, then the library versions and CPU that
+differ. It exits with status 0 when every file is identical or at the same level, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import functools
 import importlib.metadata
 import json
 import os
+import sys
 from typing import Callable, Optional
 
 from absl import app, flags
@@ -552,6 +562,12 @@ def define_flags() -> None:
       "sac_eval_episodes", DEFAULT_SAC.eval_episodes, "Episodes per SAC evaluation.")
   flags.DEFINE_integer(
       "sac_chunk_steps", DEFAULT_SAC.chunk_steps, "SAC steps collected, then as many updates in one compiled call.")
+  flags.DEFINE_string(
+      "manifest", None, "Write the manifest (JSON) of the --env family in the folder --out to this path; "
+      "collects nothing.")
+  flags.DEFINE_string(
+      "check", None, "Compare the family in the folder --out with this manifest; collects nothing. Exit status "
+      "0 when every file is identical or at the same level, 1 otherwise.")
 
 
 def parse_widths(text: str) -> tuple[int, ...]:
@@ -578,11 +594,32 @@ def options_from_flags() -> RecipeOptions:
   )
 
 
+def describe_or_check_family() -> None:
+  """--manifest or --check: the family in the folder --out described, or compared with a manifest."""
+  from bracplus_jax.collection import family  # it builds on this module
+  if FLAGS.manifest and FLAGS.check:
+    raise InputError("--manifest, --check: give one of them; --manifest writes a manifest, --check reads one")
+  if not os.path.isdir(FLAGS.out):
+    raise InputError(f"--out: {FLAGS.out} is not a folder; expected the folder of a family's files")
+  if FLAGS.manifest:
+    manifest = family.write_manifest(FLAGS.env, FLAGS.out, FLAGS.manifest)
+    print("\n".join(family.manifest_table(manifest)))
+    print(f"wrote {FLAGS.manifest}")
+    return
+  lines, all_match = family.check_family(family.read_manifest(FLAGS.check), FLAGS.out)
+  print("\n".join(lines))
+  if not all_match:
+    sys.exit(1)
+
+
 @exits_cleanly_on_input_errors
 def main(argv: list[str]) -> None:
   refuse_arguments(argv)
   if not FLAGS.out:
     raise InputError("--out: missing; expected the path of the HDF5 file to write")
+  if FLAGS.manifest or FLAGS.check:
+    describe_or_check_family()
+    return
   if FLAGS.recipe is None:
     arrays = collect(FLAGS.env, FLAGS.policy, FLAGS.steps, FLAGS.out, FLAGS.seed)
     episodes = int((arrays["terminals"] | arrays["timeouts"]).sum())
