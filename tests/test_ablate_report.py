@@ -121,9 +121,10 @@ def test_diagnostics_cover_every_dataset_state_of_every_seed(ablation):
 def test_report_draws_every_figure_and_the_table(ablation, figures):
   parent, _, _ = ablation
   out, written = figures
-  names = ["scores.png", "q_values.png", "kl_histogram.png", "ood_gradients.png", "table.md"]
+  names = ["scores.png", "q_values.png", "multiplier.png", "critic.png", "kl_histogram.png",
+           "ood_gradients.png", "table.md"]
   assert sorted(written) == sorted(str(out / name) for name in names)
-  for name in names[:4]:
+  for name in names[:6]:
     content = (out / name).read_bytes()
     assert content.startswith(PNG_SIGNATURE) and len(content) > 10_000, name
   table = (out / "table.md").read_text()
@@ -131,6 +132,23 @@ def test_report_draws_every_figure_and_the_table(ablation, figures):
   for row in results:
     assert (f"| {row['variant']} | 2 | {row['return_mean']:.1f} +- {row['return_std']:.1f} | "
             f"{row['normalized_score_mean']:.1f} +- {row['normalized_score_std']:.1f} |") in table
+
+
+def test_the_table_gives_the_constraint_over_the_last_third_and_the_critic_s_checks(ablation, figures):
+  # From metrics.jsonl by hand: each seed's mean of the dataset figures over the epochs past
+  # two thirds of the run, the initial and final Q-MC correlation, the last over-estimation.
+  parent, _, _ = ablation
+  out, _ = figures
+  records = [json.loads(line) for line in (parent / "kl" / "metrics.jsonl").read_text().splitlines()]
+  epochs = [r for r in records if r["phase"] == "epoch"]
+  last_epoch = max(r["epoch"] for r in epochs)
+  late = [r for r in epochs if r["epoch"] > 2 * last_epoch / 3]
+  ratio = " / ".join(f"{np.mean([r['dataset_kl_over_threshold'] for r in late if r['seed_index'] == s]):.3g}"
+                     for s in (0, 1))
+  initial = np.mean([r["q_mc_correlation"] for r in records if r["phase"] == "critic_init"])
+  final = np.mean([r["q_mc_correlation"] for r in epochs if r["epoch"] == last_epoch])
+  row = next(line for line in (out / "table.md").read_text().splitlines() if line.startswith("| kl |"))
+  assert f"| {ratio} |" in row and f"| {initial:.2f}, {final:.2f} |" in row
 
 
 def test_report_never_overwrites_a_file(ablation, figures):
@@ -149,7 +167,8 @@ def test_a_run_without_diagnostics_skips_the_histograms(ablation, tmp_path, caps
   for name in ("config.json", "metrics.jsonl", "summary.json"):
     (run / name).write_bytes((parent / "kl" / name).read_bytes())
   written = report.make_report([str(run)], str(tmp_path / "out"))
-  assert sorted(pathlib.Path(p).name for p in written) == ["q_values.png", "scores.png", "table.md"]
+  assert sorted(pathlib.Path(p).name for p in written) == [
+      "critic.png", "multiplier.png", "q_values.png", "scores.png", "table.md"]
   assert "no diagnostics.npz" in capsys.readouterr().out
 
 

@@ -15,8 +15,18 @@ runs in order. Everything is read from the runs' files, nothing is recomputed:
   ood_gradients.png  ||grad_a Q(s, a)|| at out-of-distribution actions: the final
                      policy's actions at the states where KL(s) > eps_GP, all seeds
                      pooled, one histogram per run (Fig. 6)
+  multiplier.png     per epoch, over every dataset state: the mean KL(s) against
+                     eps_KL and the share of states above 1.2 eps_KL (left), and
+                     alpha(s) among the states above eps_KL against the rest
+                     (right): whether the multiplier holds the constraint and
+                     rises where it is broken
+  critic.png         the critic against the data's discounted Monte-Carlo returns
+                     (correlation, epoch 0 the initial critic; left) and at each
+                     evaluation Q(s0, a0) minus the discounted return the policy
+                     obtained from s0 (over-estimation; right)
   table.md           final return and normalised score (mean +- std over seeds),
-                     final Q, and the diagnostics' summaries, one line per run
+                     final Q, the constraint and critic figures, and the
+                     diagnostics' summaries, one line per run
   sweep.png          for a sweep (launch.py with --config.sweep.*): the final
                      score against each swept field's values, mean and a 95%
                      bootstrap confidence band over seeds, one line per value of
@@ -52,6 +62,8 @@ KL_FIGURE = "kl_histogram.png"
 OOD_FIGURE = "ood_gradients.png"
 TABLE = "table.md"
 SWEEP_FIGURE = "sweep.png"
+MULTIPLIER_FIGURE = "multiplier.png"
+CRITIC_FIGURE = "critic.png"
 BOOTSTRAP_RESAMPLES = 2000
 HISTOGRAM_BINS = 60
 
@@ -177,14 +189,7 @@ def score_metric(runs: list[Run]) -> str:
 
 def q_curve(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
   """Q mean per epoch and seed, with the initial critic's as epoch 0."""
-  epochs, values = per_epoch(records, "epoch", "q_mean")
-  initial = [r for r in records if r["phase"] == "critic_init" and "q_mean" in r]
-  if initial and values.size:
-    start = np.full((1, values.shape[1]), np.nan)
-    for r in initial:
-      start[0, r["seed_index"]] = float(r["q_mean"])
-    epochs, values = np.concatenate([[0], epochs]), np.concatenate([start, values])
-  return epochs, values
+  return with_start(records, "q_mean", "critic_init")
 
 
 # ---------------------------------------------------------------------------
@@ -321,13 +326,112 @@ def ood_figure(runs: list[Run]) -> Figure:
 # ---------------------------------------------------------------------------
 
 
+def has_metric(runs: list[Run], phase: str, metric: str) -> bool:
+  return any(metric in r for run in runs for r in run.records if r["phase"] == phase)
+
+
+def with_start(records: list[dict[str, Any]], metric: str, start_phase: str) -> tuple[np.ndarray, np.ndarray]:
+  """A metric per epoch and seed, with its value after `start_phase` as epoch 0 where logged."""
+  epochs, values = per_epoch(records, "epoch", metric)
+  initial = [r for r in records if r["phase"] == start_phase and metric in r]
+  if initial and values.size:
+    start = np.full((1, values.shape[1]), np.nan)
+    for r in initial:
+      start[0, r["seed_index"]] = float(r[metric])
+    epochs, values = np.concatenate([[0], epochs]), np.concatenate([start, values])
+  return epochs, values
+
+
+def multiplier_figure(runs: list[Run]) -> Figure:
+  """The constraint per epoch: mean KL(s) / eps_KL and the share of states above 1.2 eps_KL;
+  alpha(s) among the states above eps_KL (solid) and at or below it (dashed)."""
+  figure = Figure(figsize=(12.0, 4.5), layout="constrained")
+  kl_axes, alpha_axes = figure.subplots(1, 2)
+  share_axes = kl_axes.twinx()
+  for index, run in enumerate(runs):
+    color = _color(index)
+    epochs, ratio = with_start(run.records, "dataset_kl_over_threshold", "start_rl")
+    if epochs.size:
+      _mean_and_band(kl_axes, epochs, ratio, color, f"{run.label}: mean KL / eps_KL")
+      _, share = with_start(run.records, "dataset_kl_violation_fraction_1_2x", "start_rl")
+      share_axes.plot(epochs, np.nanmean(share, axis=1), color=color, linestyle=":",
+                      label=f"{run.label}: share > 1.2 eps_KL")
+    for metric, style, where in (("dataset_alpha_above_threshold", "-", "KL(s) > eps_KL"),
+                                 ("dataset_alpha_below_threshold", "--", "KL(s) <= eps_KL")):
+      epochs, alpha = with_start(run.records, metric, "start_rl")
+      if epochs.size:
+        alpha_axes.plot(epochs, np.nanmean(alpha, axis=1), color=color, linestyle=style,
+                        marker="o", markersize=3, label=f"{run.label}: {where}")
+  kl_axes.axhline(1.0, color="0.3", linewidth=1)
+  kl_axes.axhline(1.2, color="0.3", linewidth=1, linestyle="--")
+  kl_axes.set(xlabel="epoch (0: the initial policy)", ylabel="dataset mean KL(s) / eps_KL (mean +- std)",
+              title="The constraint over every dataset state")
+  share_axes.set_ylabel("share of states with KL(s) > 1.2 eps_KL (dotted)")
+  share_axes.set_ylim(0.0, 1.0)
+  alpha_axes.set(xlabel="epoch (0: the initial policy)", ylabel="mean alpha(s) (mean over seeds)",
+                 yscale="log", title="alpha(s): where KL(s) > eps_KL (solid), elsewhere (dashed)")
+  for axes in (kl_axes, alpha_axes):
+    _integer_epochs(axes)
+    axes.legend(fontsize="x-small", loc="upper left")
+  share_axes.legend(fontsize="x-small", loc="upper right")
+  return figure
+
+
+def critic_figure(runs: list[Run]) -> Figure:
+  """Whether the critic can be trusted: its fit to the data's Monte-Carlo returns per epoch,
+  and its over-estimation of the evaluated policy's discounted return from s0."""
+  figure = Figure(figsize=(12.0, 4.5), layout="constrained")
+  fit_axes, over_axes = figure.subplots(1, 2)
+  for index, run in enumerate(runs):
+    epochs, values = with_start(run.records, "q_mc_correlation", "critic_init")
+    if epochs.size:
+      _mean_and_band(fit_axes, epochs, values, _color(index), run.label)
+    epochs, values = per_epoch(run.records, "eval", "q_overestimation")
+    if epochs.size:
+      _mean_and_band(over_axes, epochs, values, _color(index), run.label)
+  over_axes.axhline(0.0, color="0.3", linewidth=1)
+  fit_axes.set(xlabel="epoch (0: the initial critic)", ylabel="corr(min_j Q_j(s, a), Monte-Carlo return)",
+               title="Critic against the data's discounted returns")
+  over_axes.set(xlabel="epoch", ylabel="Q(s0, a0) - discounted return from s0",
+                title="Over-estimation at evaluation (training reward units)")
+  for axes in (fit_axes, over_axes):
+    _integer_epochs(axes)
+    axes.legend(fontsize="small")
+  return figure
+
+
+def last_third(records: list[dict[str, Any]], metric: str) -> np.ndarray:
+  """Each seed's mean of an epoch metric over the last third of the epochs [seeds]."""
+  epochs, values = per_epoch(records, "epoch", metric)
+  return np.nanmean(values[epochs > 2 * epochs.max() / 3], axis=0) if epochs.size else np.array([])
+
+
 def _final_mean(records: list[dict[str, Any]], metric: str) -> str:
   epochs, values = per_epoch(records, "epoch", metric)
   return f"{np.nanmean(values[-1]):.3g}" if epochs.size else "n/a"
 
 
+def _per_seed(values: np.ndarray) -> str:
+  return " / ".join(f"{v:.3g}" for v in values) if values.size else "n/a"
+
+
+def _critic_fit_cell(records: list[dict[str, Any]]) -> str:
+  epochs, values = with_start(records, "q_mc_correlation", "critic_init")
+  if not epochs.size:
+    return "n/a"
+  initial = f"{np.nanmean(values[0]):.2f}" if epochs[0] == 0 else "n/a"
+  return f"{initial}, {np.nanmean(values[-1]):.2f}"
+
+
+def _final_eval(records: list[dict[str, Any]], metric: str) -> str:
+  epochs, values = per_epoch(records, "eval", metric)
+  return _per_seed(values[-1]) if epochs.size else "n/a"
+
+
 def run_table(runs: list[Run]) -> str:
   header = ["run", "seeds", "final return", "normalised score", "final Q mean",
+            "mean KL(s) / eps_KL, last third", "share > 1.2 eps_KL, last third",
+            "Q-MC correlation (initial, final)", "final Q over-estimation",
             "mean KL(s) (MMD runs: MMD(s))", "states over eps_KL", "median OOD grad norm"]
   rows = []
   for run in runs:
@@ -335,6 +439,9 @@ def run_table(runs: list[Run]) -> str:
         "seeds": "n/a (unfinished)"}
     row = [run.label, str(result["seeds"]), mean_std(result, "return"),
            mean_std(result, "normalized_score"), _final_mean(run.records, "q_mean")]
+    row += [_per_seed(last_third(run.records, "dataset_kl_over_threshold")),
+            _per_seed(last_third(run.records, "dataset_kl_violation_fraction_1_2x")),
+            _critic_fit_cell(run.records), _final_eval(run.records, "q_overestimation")]
     if run.diagnostics is not None:
       divergence, eps_kl = run.diagnostics["divergence"], run.diagnostics["kl_threshold"]
       norms = ood_gradient_norms(run)
@@ -365,6 +472,10 @@ def make_report(paths: list[str], out_dir: str) -> list[str]:
             f"{KL_FIGURE} and {OOD_FIGURE}")
   drawings = {SCORES_FIGURE: lambda: png_bytes(scores_figure(runs)),
               Q_FIGURE: lambda: png_bytes(q_figure(runs))}
+  if has_metric(runs, "epoch", "dataset_alpha_above_threshold"):  # runs logged before have none
+    drawings[MULTIPLIER_FIGURE] = lambda: png_bytes(multiplier_figure(runs))
+  if has_metric(runs, "epoch", "q_mc_correlation"):
+    drawings[CRITIC_FIGURE] = lambda: png_bytes(critic_figure(runs))
   if with_diagnostics:
     drawings[KL_FIGURE] = lambda: png_bytes(kl_histogram_figure(with_diagnostics))
     drawings[OOD_FIGURE] = lambda: png_bytes(ood_figure(with_diagnostics))
