@@ -1,11 +1,14 @@
 """The evidence command end to end on a tiny budget (BC and BRAC+, two seeds), its aggregates
 against direct computations, and its resume."""
 
+import hashlib
+import importlib.metadata
 import json
 import pathlib
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 from scipy import stats
@@ -72,6 +75,31 @@ def test_aggregates_match_direct_computations(evidence_run):
   pairs = brac[:, None] - bc[None, :]
   direct = np.mean(pairs > 0) + 0.5 * np.mean(pairs == 0)
   assert entry["probability_of_improvement"]["point"] == pytest.approx(direct)
+
+
+def test_the_results_name_their_data(evidence_run):
+  root, _, _ = evidence_run
+  results = json.loads((root / "runs" / "hopper-v5.json").read_text())
+  record = results["recipes"]["random"]["data"]
+  path = root / "data" / "Hopper-v5_random.hdf5"
+  digest = hashlib.sha256()
+  with h5py.File(path) as file:
+    rows = len(file["rewards"])
+    for name in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations"):
+      values = file[name][()].reshape(rows, -1).astype("u1" if name in ("terminals", "timeouts") else "<f4")
+      digest.update(f"{name}{values.shape}".encode())
+      digest.update(values.tobytes())
+    ends = np.flatnonzero(file["terminals"][()] | file["timeouts"][()]) + 1
+    returns = [segment.sum(dtype=np.float64) for segment in np.split(file["rewards"][()], ends) if len(segment)]
+  low, high = -20.272305, 3234.3  # a plain random rollout: D4RL's hopper references
+  assert record["file"] == str(path) and record["rows"] == rows == 600
+  assert record["checksum"] == digest.hexdigest()
+  assert record["mean_normalized_score"] == pytest.approx(100 * (np.mean(returns) - low) / (high - low))
+  published = json.loads((ROOT / "docs" / "results" / "families" / "Hopper-v5.json").read_text())
+  assert record["published_family"] == {
+      "manifest": "docs/results/families/Hopper-v5.json", "file": "Hopper-v5_random.hdf5",
+      "checksum_matches": published["files"]["Hopper-v5_random.hdf5"]["checksum"] == digest.hexdigest()}
+  assert results["library_versions"]["jax"] == importlib.metadata.version("jax")
 
 
 def test_interval_estimates_of_known_scores():

@@ -75,7 +75,7 @@ def published(tmp_path):
   """A family in tmp_path/published and its manifest."""
   folder = write_family(tmp_path / "published")
   manifest_path = tmp_path / "family.json"
-  family.write_manifest(ENV, str(folder), str(manifest_path))
+  collect.write_family_manifest(ENV, str(folder), str(manifest_path))
   return folder, manifest_path
 
 

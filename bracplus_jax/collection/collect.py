@@ -54,8 +54,9 @@ import h5py
 import numpy as np
 import tqdm
 
-from bracplus_jax.collection import sac
+from bracplus_jax.collection import family, sac
 from bracplus_jax.cli import exits_cleanly_on_input_errors, refuse_arguments
+from bracplus_jax.collection.family import family_file_name
 from bracplus_jax.data.kinds import KINDS
 from bracplus_jax.errors import InputError
 
@@ -207,10 +208,6 @@ class RecipeOptions:
       self.sac.validate()
     except ValueError as error:
       raise InputError(f"--sac_*: {error}") from error
-
-
-def family_file_name(env_id: str, recipe: str) -> str:
-  return f"{env_id}_{recipe}.hdf5"
 
 
 def sac_run_dir(workdir: str, env_id: str, seed: int) -> str:
@@ -594,15 +591,45 @@ def options_from_flags() -> RecipeOptions:
   )
 
 
+def family_command(env_id: str, options: dict, rollout_rows: Optional[int]) -> str:
+  """The command that makes a family again, from the options its files store: the flags that
+  differ from their defaults."""
+  parts = ["python -m bracplus_jax.collect", f"--env={env_id}", "--recipe=all"]
+  defaults = RecipeOptions()
+  if options.get("seed", defaults.seed) != defaults.seed:
+    parts.append(f"--seed={options['seed']}")
+  if rollout_rows is not None and rollout_rows != defaults.steps:
+    parts.append(f"--steps={rollout_rows}")
+  if options.get("medium_fraction", defaults.medium_fraction) != defaults.medium_fraction:
+    parts.append(f"--medium_fraction={options['medium_fraction']}")
+  sac_config = options.get("sac", {})
+  for flag, key in (("sac_steps", "total_steps"), ("sac_start_steps", "start_steps"),
+                    ("sac_eval_every", "eval_every"), ("sac_eval_episodes", "eval_episodes"),
+                    ("sac_chunk_steps", "chunk_steps")):
+    if sac_config.get(key, getattr(DEFAULT_SAC, key)) != getattr(DEFAULT_SAC, key):
+      parts.append(f"--{flag}={sac_config[key]}")
+  if tuple(sac_config.get("hidden_dims", DEFAULT_SAC.hidden_dims)) != DEFAULT_SAC.hidden_dims:
+    parts.append(f"--sac_hidden={','.join(map(str, sac_config['hidden_dims']))}")
+  return " ".join(parts + ["--out=DIR"])
+
+
+def write_family_manifest(env_id: str, folder: str, path: str) -> dict:
+  """The manifest of the family in `folder`, with the command that makes it again, written to `path`."""
+  manifest = family.build_manifest(env_id, folder)
+  random_rows = manifest["files"][family_file_name(env_id, "random")]["rows"]
+  manifest["command"] = family_command(env_id, manifest["collector_options"], random_rows)
+  family.write_manifest(manifest, path)
+  return manifest
+
+
 def describe_or_check_family() -> None:
   """--manifest or --check: the family in the folder --out described, or compared with a manifest."""
-  from bracplus_jax.collection import family  # it builds on this module
   if FLAGS.manifest and FLAGS.check:
     raise InputError("--manifest, --check: give one of them; --manifest writes a manifest, --check reads one")
   if not os.path.isdir(FLAGS.out):
     raise InputError(f"--out: {FLAGS.out} is not a folder; expected the folder of a family's files")
   if FLAGS.manifest:
-    manifest = family.write_manifest(FLAGS.env, FLAGS.out, FLAGS.manifest)
+    manifest = write_family_manifest(FLAGS.env, FLAGS.out, FLAGS.manifest)
     print("\n".join(family.manifest_table(manifest)))
     print(f"wrote {FLAGS.manifest}")
     return

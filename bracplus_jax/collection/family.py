@@ -22,8 +22,8 @@ from typing import Any, Optional
 import numpy as np
 
 from bracplus_jax import data
-from bracplus_jax.collection.collect import DEFAULT_SAC, RECIPES, RecipeOptions, family_file_name
 from bracplus_jax.data.identity import arrays_checksum, library_versions
+from bracplus_jax.data.kinds import KINDS
 from bracplus_jax.data.scores import normalized_score
 from bracplus_jax.data.transitions import episode_bounds
 from bracplus_jax.errors import InputError
@@ -39,6 +39,10 @@ XLA_ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", 
 # Where the published families' manifests live: docs/ beside the package.
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAMILIES_DIR = os.path.join(REPOSITORY, "docs", "results", "families")
+
+
+def family_file_name(env_id: str, recipe: str) -> str:
+  return f"{env_id}_{recipe}.hdf5"
 
 
 def published_manifest_path(env_id: str) -> str:
@@ -95,37 +99,14 @@ def _collector_options(metadata: dict[str, Any]) -> dict[str, Any]:
   return options
 
 
-def collect_command(env_id: str, options: dict[str, Any], rollout_rows: Optional[int]) -> str:
-  """The command that makes the family again: the collector's flags that differ from their defaults."""
-  parts = ["python -m bracplus_jax.collect", f"--env={env_id}", "--recipe=all"]
-  defaults = RecipeOptions()
-  if options.get("seed", defaults.seed) != defaults.seed:
-    parts.append(f"--seed={options['seed']}")
-  if rollout_rows is not None and rollout_rows != defaults.steps:
-    parts.append(f"--steps={rollout_rows}")
-  if options.get("medium_fraction", defaults.medium_fraction) != defaults.medium_fraction:
-    parts.append(f"--medium_fraction={options['medium_fraction']}")
-  sac = options.get("sac", {})
-  for flag, key, default in (("sac_steps", "total_steps", DEFAULT_SAC.total_steps),
-                             ("sac_start_steps", "start_steps", DEFAULT_SAC.start_steps),
-                             ("sac_eval_every", "eval_every", DEFAULT_SAC.eval_every),
-                             ("sac_eval_episodes", "eval_episodes", DEFAULT_SAC.eval_episodes),
-                             ("sac_chunk_steps", "chunk_steps", DEFAULT_SAC.chunk_steps)):
-    if sac.get(key, default) != default:
-      parts.append(f"--{flag}={sac[key]}")
-  if tuple(sac.get("hidden_dims", DEFAULT_SAC.hidden_dims)) != DEFAULT_SAC.hidden_dims:
-    parts.append(f"--sac_hidden={','.join(map(str, sac['hidden_dims']))}")
-  parts.append("--out=DIR")
-  return " ".join(parts)
-
-
-def build_manifest(env_id: str, folder: str) -> dict[str, Any]:
-  """The manifest of the family <folder>/<env>_<recipe>.hdf5, every recipe's file present."""
-  paths = {recipe: os.path.join(folder, family_file_name(env_id, recipe)) for recipe in RECIPES}
+def build_manifest(env_id: str, folder: str, command: str = "") -> dict[str, Any]:
+  """The manifest of the family <folder>/<env>_<recipe>.hdf5, every recipe's file present;
+  `command` is the one that made it."""
+  paths = {recipe: os.path.join(folder, family_file_name(env_id, recipe)) for recipe in KINDS}
   missing = [path for path in paths.values() if not os.path.isfile(path)]
   if missing:
     raise InputError(f"--out: {', '.join(missing)} missing; a manifest describes a whole family "
-                     f"({', '.join(RECIPES)})")
+                     f"({', '.join(KINDS)})")
   files = {os.path.basename(path): describe_file(path) for path in paths.values()}
   medium_expert = data.read_raw(f"hdf5:{paths['medium_expert']}").metadata  # holds every option
   options = _collector_options(medium_expert)
@@ -134,7 +115,7 @@ def build_manifest(env_id: str, folder: str) -> dict[str, Any]:
   return {
       "format": MANIFEST_FORMAT,
       "env_id": env_id,
-      "command": collect_command(env_id, options, files[family_file_name(env_id, "random")]["rows"]),
+      "command": command,
       "collector_options": options,
       "library_versions": library_versions(),
       "versions_stored_in_files": made_with,
@@ -145,8 +126,7 @@ def build_manifest(env_id: str, folder: str) -> dict[str, Any]:
   }
 
 
-def write_manifest(env_id: str, folder: str, path: str) -> dict[str, Any]:
-  manifest = build_manifest(env_id, folder)
+def write_manifest(manifest: dict[str, Any], path: str) -> None:
   directory = os.path.dirname(os.path.abspath(path))
   try:
     os.makedirs(directory, exist_ok=True)
@@ -155,7 +135,6 @@ def write_manifest(env_id: str, folder: str, path: str) -> dict[str, Any]:
       file.write("\n")
   except OSError as error:
     raise InputError(f"--manifest: cannot write {path} ({error.strerror})") from error
-  return manifest
 
 
 def read_manifest(path: str, flag: str = "--check") -> dict[str, Any]:

@@ -17,7 +17,9 @@ At the end it writes, into --out (default WORKDIR):
                  config's eval_episodes), mean, IQM and 95% stratified-bootstrap
                  CIs (rliable, Agarwal et al. 2021), the probability that BRAC+
                  improves on BC with its CI, per-seed learning curves, the
-                 dataset's own mean score, and the wall time of each run;
+                 dataset's own mean score, checksum and rows and whether it
+                 is the published family's file (`data`), the library
+                 versions, and the wall time of each run;
   <env>.md       the same as a table;
   <env>_<recipe>.png  learning curves: IQM over seeds with a 95% CI band,
                  x = gradient updates (BRAC+'s epoch 0 is its initial policy).
@@ -37,8 +39,10 @@ import numpy as np
 from bracplus_jax import config as config_lib
 from bracplus_jax import data, experiment
 from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors, refuse_arguments
+from bracplus_jax.collection import family
 from bracplus_jax.collection.collect import RECIPES
 from bracplus_jax.data.d4rl_source import cache_dir
+from bracplus_jax.data.identity import library_versions
 from bracplus_jax.errors import InputError
 from bracplus_jax.studies.outputs import markdown_table
 from bracplus_jax.studies.run_files import per_epoch, read_records
@@ -139,9 +143,14 @@ def learning_curve(run_dir: str, steps_per_epoch: int) -> dict[str, Any]:
           "scores": [[float(v) for v in row] for row in values]}
 
 
-def dataset_mean_score(config: ml_collections.ConfigDict) -> float:
+def dataset_record(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The data a recipe trained on: its file, checksum, rows and mean normalised score, and whether
+  it is the file of the published family's manifest (docs/results/families/<env>.json)."""
   dataset = data.load_dataset(config.dataset, scale_rewards=False, env_id=config.env, progress=False)
-  return float(np.mean(dataset.normalized_score(dataset.episode_returns)))
+  path = config.dataset.removeprefix("hdf5:")
+  return {"file": path, "checksum": dataset.checksum, "rows": int(dataset.episode_lengths.sum()),
+          "mean_normalized_score": float(np.mean(dataset.normalized_score(dataset.episode_returns))),
+          "published_family": family.manifest_match(config.env, os.path.basename(path), dataset.checksum)}
 
 
 # ---------------------------------------------------------------------------
@@ -222,7 +231,7 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
   workdir = os.path.abspath(os.path.expanduser(workdir))
   print(f"evidence directory: {workdir} (run the same command again to resume)")
   results: dict[str, Any] = {"env": env, "seeds": num_seeds, "config": config.to_dict(),
-                             "recipes": {}}
+                             "library_versions": library_versions(), "recipes": {}}
   for recipe in recipes:
     entry: dict[str, Any] = {"methods": {}}
     for method in METHODS:
@@ -245,7 +254,8 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
     for method, estimate in interval_estimates(scores).items():
       entry["methods"][method].update(estimate)
     entry["probability_of_improvement"] = probability_of_improvement(scores["brac_plus"], scores["bc"])
-    entry["dataset_mean_normalized_score"] = dataset_mean_score(configs[(recipe, "bc")])
+    entry["data"] = dataset_record(configs[(recipe, "bc")])
+    entry["dataset_mean_normalized_score"] = entry["data"]["mean_normalized_score"]
     results["recipes"][recipe] = entry
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, env.lower())
