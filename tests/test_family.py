@@ -209,3 +209,17 @@ def test_manifest_needs_the_whole_family(tmp_path):
   os.remove(folder / f"{ENV}_expert.hdf5")
   with pytest.raises(InputError, match="expert.hdf5 missing"):
     family.build_manifest(ENV, str(folder))
+
+
+def test_the_readme_table_comes_from_the_manifest(published):
+  _, manifest_path = published
+  result = subprocess.run([sys.executable, "-m", "bracplus_jax.collection.family", str(manifest_path)],
+                          capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  lines = result.stdout.strip().splitlines()
+  assert len(lines) == 2 + len(collect.RECIPES)
+  arrays = family_rows()["medium_expert"]
+  returns = episode_returns(arrays)
+  score = 100 * (returns.mean() - RANDOM_RETURN) / (EXPERT_RETURN - RANDOM_RETURN)
+  assert lines[-1] == (f"| `{ENV}_medium_expert.hdf5` | {len(arrays['rewards'])} | {len(returns)} | "
+                       f"{returns.mean():.1f} | {score:.1f} | -5.0, 20.0 | `{sha256_of(arrays)[:12]}` |")

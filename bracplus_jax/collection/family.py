@@ -3,6 +3,7 @@ against one.
 
   python -m bracplus_jax.collect --env=Hopper-v5 --manifest=docs/results/families/Hopper-v5.json --out=DIR
   python -m bracplus_jax.collect --check=docs/results/families/Hopper-v5.json --out=DIR
+  python -m bracplus_jax.collection.family docs/results/families/Hopper-v5.json   # the README's table
 
 The collector is deterministic for one set of library versions on one kind of CPU; other
 versions make a somewhat different family. The manifest holds, per file, its rows, episodes,
@@ -17,11 +18,13 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 from typing import Any, Optional
 
 import numpy as np
 
 from bracplus_jax import data
+from bracplus_jax.cli import exits_cleanly_on_input_errors
 from bracplus_jax.data.identity import arrays_checksum, library_versions
 from bracplus_jax.data.kinds import KINDS
 from bracplus_jax.data.scores import normalized_score
@@ -237,3 +240,15 @@ def manifest_table(manifest: dict[str, Any]) -> list[str]:
     lines.append(f"| `{name}` | {entry['rows']:,} | {entry['episodes']:,} | {entry['mean_return']:.1f} | "
                  f"{score} | {references} | `{entry['checksum'][:12]}` |")
   return lines
+
+
+@exits_cleanly_on_input_errors
+def main(argv: list[str]) -> None:
+  """python -m bracplus_jax.collection.family MANIFEST: the README's table of a family."""
+  if len(argv) != 2:
+    raise InputError("usage: python -m bracplus_jax.collection.family <manifest.json>; expected one path")
+  print("\n".join(manifest_table(read_manifest(argv[1], flag="manifest"))))
+
+
+if __name__ == "__main__":
+  main(sys.argv)
