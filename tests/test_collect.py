@@ -99,3 +99,42 @@ def test_bad_arguments_get_one_line(tmp_path, args, fragment):
   assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
   assert fragment in result.stderr.strip().splitlines()[-1]
   assert not os.path.exists(tmp_path / "x.hdf5")
+
+
+class _FakePolicy:
+  def __init__(self, step):
+    self.step = step
+
+  def batch_policy(self, seed):
+    return self.step  # stands for the policy: the fake evaluate reads it
+
+
+class _FakeRun(collect.SACRun):
+  def checkpoint(self, evaluation):
+    return _FakePolicy(evaluation["step"])
+
+
+@pytest.mark.parametrize("medium_episodes, expected_step", [(0, 20), (30, 30)])
+def test_medium_is_the_first_past_the_threshold_or_the_nearest_over_fresh_episodes(
+    monkeypatch, medium_episodes, expected_step):
+  # Random 0, expert 1000, fraction 0.3: threshold 300, candidates within 150 of it.
+  # SAC's few-episode means; after step 50 (far past the threshold) nothing counts as medium.
+  evaluated = {10: 100.0, 20: 320.0, 30: 260.0, 40: 420.0, 50: 1000.0, 60: 300.0}
+  fresh = {20: 380.0, 30: 310.0, 40: 430.0}  # what many fresh episodes give
+  calls = []
+
+  def evaluate(env_id, step, episodes, seed):
+    calls.append((step, episodes))
+    return np.full(episodes, fresh[step])
+
+  monkeypatch.setattr(collect.sac, "evaluate", evaluate)
+  options = collect.RecipeOptions(medium_fraction=0.3, medium_episodes=medium_episodes, progress=False)
+  family = collect.Family("Hopper-v5", options, "unused")
+  family.__dict__["run"] = _FakeRun("unused", {"evaluations": [
+      {"step": step, "return_mean": value, "checkpoint": f"{step}.msgpack"} for step, value in evaluated.items()]})
+  family.__dict__["references"] = collect.References(0.0, 1000.0, "test", "test")
+  assert family.medium["step"] == expected_step
+  # Only the evaluations within 150 of 300 before step 50 are evaluated again.
+  assert sorted(calls) == ([] if medium_episodes == 0 else [(20, 30), (30, 30), (40, 30)])
+  if medium_episodes:
+    assert family.medium["reevaluated_return"] == 310.0

@@ -11,7 +11,8 @@ here by SAC (`bracplus_jax.collection.sac`):
   random         a uniform random policy
   medium         the SAC policy at the first evaluation whose return reached
                  --medium_fraction of the way from the random policy's return
-                 to the expert's
+                 to the expert's; with --medium_episodes=N, the SAC policy nearest that
+                 return over N fresh episodes, among those evaluated near it
   mixed          medium-replay: SAC's replay buffer up to that evaluation, in order
   expert         the best evaluated SAC policy of the run (--sac_steps)
   medium_expert  medium's rows followed by expert's
@@ -180,6 +181,10 @@ RECIPES = KINDS  # one recipe per kind of D4RL dataset
 # Each rollout recipe draws its own episodes: offsets added to --seed.
 ROLLOUT_SEED_OFFSETS = {"random": 0, "medium": 1, "expert": 2, "policy": 3}
 REFERENCE_SEED_OFFSET = 7
+MEDIUM_SEED_OFFSET = 11
+# With --medium_episodes, the evaluations evaluated again: those whose return lies within this
+# share of the random-to-threshold distance of the threshold, until one lies above that band.
+MEDIUM_CANDIDATE_BAND = 0.5
 
 # 2 x 128 trains ~3x faster than 2 x 256 on a small CPU, so 200k steps fit in well under an hour.
 DEFAULT_SAC = sac.SACConfig(total_steps=200_000, hidden_dims=(128, 128))
@@ -195,6 +200,9 @@ class RecipeOptions:
   medium_fraction: float = 0.33
   expert_return: Optional[float] = None  # taken as the expert's return instead of measuring it
   reference_episodes: int = 10
+  # 0: medium is the first SAC evaluation past the threshold. N > 0: the policies near it are
+  # evaluated again over N episodes each and the one closest to the threshold is medium.
+  medium_episodes: int = 0
   progress: bool = True
 
   def validate(self) -> None:
@@ -204,6 +212,8 @@ class RecipeOptions:
       raise InputError(f"--medium_fraction: {self.medium_fraction}; expected a number in (0, 1)")
     if self.reference_episodes < 1:
       raise InputError(f"--reference_episodes: {self.reference_episodes}; expected at least 1")
+    if self.medium_episodes < 0:
+      raise InputError(f"--medium_episodes: {self.medium_episodes}; expected 0 (SAC's own evaluations) or more")
     try:
       self.sac.validate()
     except ValueError as error:
@@ -383,14 +393,38 @@ class Family:
 
   @functools.cached_property
   def medium(self) -> dict:
-    """The first evaluation of the SAC run that reached the medium threshold."""
+    """The first evaluation of the SAC run that reached the medium threshold; with
+    medium_episodes, the policy nearest the threshold over that many fresh episodes."""
     threshold = self.medium_threshold
-    for evaluation in self.run.evaluations:
-      if evaluation["return_mean"] >= threshold:
-        return evaluation
+    first_past = next((evaluation for evaluation in self.run.evaluations
+                       if evaluation["return_mean"] >= threshold), None)
+    if first_past is not None and self.options.medium_episodes:
+      return self.closest_to(threshold) or first_past
+    if first_past is not None:
+      return first_past
     raise InputError(
         f"SAC on {self.env_id} never reached the medium threshold {threshold:.1f} (best evaluated "
         f"return {self.run.best['return_mean']:.1f}); raise --sac_steps or lower --medium_fraction")
+
+  def closest_to(self, threshold: float) -> Optional[dict]:
+    """The evaluation whose policy's mean return over medium_episodes fresh episodes is nearest
+    the threshold, among those SAC evaluated near it before any evaluation far past it (the
+    expert aside); None when there are none.
+
+    SAC's own evaluations average a few episodes, so the first past the threshold may
+    have crossed it by luck, or jumped far past it between two evaluations."""
+    band = MEDIUM_CANDIDATE_BAND * (threshold - self.references.random_return)
+    candidates = []
+    for evaluation in self.run.evaluations:
+      if evaluation["return_mean"] > threshold + band:
+        break  # past the medium level: later policies are partly trained experts, not medium ones
+      if abs(evaluation["return_mean"] - threshold) <= band and evaluation["step"] != self.run.best["step"]:
+        candidates.append(evaluation)
+    seed = self.options.seed + MEDIUM_SEED_OFFSET
+    measured = [dict(evaluation, reevaluated_return=float(sac.evaluate(
+        self.env_id, self.run.checkpoint(evaluation).batch_policy(seed), self.options.medium_episodes, seed).mean()))
+                for evaluation in candidates]
+    return min(measured, key=lambda evaluation: abs(evaluation["reevaluated_return"] - threshold), default=None)
 
   def rows(self, recipe: str) -> dict[str, np.ndarray]:
     if recipe not in self._rows:
@@ -448,6 +482,9 @@ class Family:
       metadata |= {"medium_fraction": self.options.medium_fraction, "medium_threshold": self.medium_threshold,
                    "medium_policy_step": self.medium["step"],
                    "medium_policy_evaluated_return": self.medium["return_mean"]}
+      if "reevaluated_return" in self.medium:
+        metadata |= {"medium_episodes": self.options.medium_episodes,
+                     "medium_policy_reevaluated_return": self.medium["reevaluated_return"]}
     if recipe in ("expert", "medium_expert"):
       metadata |= {"expert_policy_step": run.best["step"],
                    "expert_policy_evaluated_return": run.best["return_mean"]}
@@ -548,6 +585,10 @@ def define_flags() -> None:
   flags.DEFINE_integer(
       "reference_episodes", RecipeOptions.reference_episodes,
       "Episodes averaged for the random and the expert policy's reference returns.")
+  flags.DEFINE_integer(
+      "medium_episodes", RecipeOptions.medium_episodes,
+      "0: medium is SAC's first evaluation past the threshold. N > 0: the SAC policies evaluated near the "
+      "threshold are evaluated again over N episodes each, and the one nearest it is medium.")
   flags.DEFINE_integer("sac_steps", DEFAULT_SAC.total_steps, "SAC training steps (the expert's budget).")
   flags.DEFINE_string(
       "sac_hidden", ",".join(map(str, DEFAULT_SAC.hidden_dims)), "SAC hidden layer widths, comma-separated.")
@@ -588,6 +629,7 @@ def options_from_flags() -> RecipeOptions:
       medium_fraction=FLAGS.medium_fraction,
       expert_return=FLAGS.expert_return,
       reference_episodes=FLAGS.reference_episodes,
+      medium_episodes=FLAGS.medium_episodes,
   )
 
 
@@ -600,8 +642,9 @@ def family_command(env_id: str, options: dict, rollout_rows: Optional[int]) -> s
     parts.append(f"--seed={options['seed']}")
   if rollout_rows is not None and rollout_rows != defaults.steps:
     parts.append(f"--steps={rollout_rows}")
-  if options.get("medium_fraction", defaults.medium_fraction) != defaults.medium_fraction:
-    parts.append(f"--medium_fraction={options['medium_fraction']}")
+  for flag in ("medium_fraction", "medium_episodes"):
+    if options.get(flag, getattr(defaults, flag)) != getattr(defaults, flag):
+      parts.append(f"--{flag}={options[flag]}")
   sac_config = options.get("sac", {})
   for flag, key in (("sac_steps", "total_steps"), ("sac_start_steps", "start_steps"),
                     ("sac_eval_every", "eval_every"), ("sac_eval_episodes", "eval_episodes"),

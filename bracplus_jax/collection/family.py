@@ -94,7 +94,7 @@ def machine() -> dict[str, Any]:
 def _collector_options(metadata: dict[str, Any]) -> dict[str, Any]:
   """The options the collector stores in its files' metadata: seed, rows per rollout, SAC..."""
   keys = ("seed", "medium_fraction", "medium_threshold", "medium_policy_step",
-          "medium_policy_evaluated_return", "expert_policy_step", "expert_policy_evaluated_return",
+          "medium_policy_evaluated_return", "medium_episodes", "medium_policy_reevaluated_return", "expert_policy_step", "expert_policy_evaluated_return",
           "rollout_envs", "ref_min_source", "ref_max_source", "sac/seconds")
   options = {key: metadata[key] for key in keys if key in metadata}
   if "sac/config" in metadata:
