@@ -223,3 +223,13 @@ def test_the_readme_table_comes_from_the_manifest(published):
   score = 100 * (returns.mean() - RANDOM_RETURN) / (EXPERT_RETURN - RANDOM_RETURN)
   assert lines[-1] == (f"| `{ENV}_medium_expert.hdf5` | {len(arrays['rewards'])} | {len(returns)} | "
                        f"{returns.mean():.1f} | {score:.1f} | -5.0, 20.0 | `{sha256_of(arrays)[:12]}` |")
+
+
+def test_the_command_writes_the_manifest(published, tmp_path):
+  folder, manifest_path = published
+  written = tmp_path / "by_command.json"
+  result = subprocess.run([sys.executable, "-m", "bracplus_jax.collect", f"--env={ENV}", f"--manifest={written}",
+                           f"--out={folder}"], capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert json.loads(written.read_text()) == json.loads(manifest_path.read_text())
+  assert f"wrote {written}" in result.stdout and f"| `{ENV}_random.hdf5` | 20 |" in result.stdout

@@ -686,7 +686,8 @@ def describe_or_check_family() -> None:
 def main(argv: list[str]) -> None:
   refuse_arguments(argv)
   if not FLAGS.out:
-    raise InputError("--out: missing; expected the path of the HDF5 file to write")
+    raise InputError("--out: missing; expected the path of the HDF5 file to write (a family's folder with "
+                     "--recipe=all, --manifest or --check)")
   if FLAGS.manifest or FLAGS.check:
     describe_or_check_family()
     return
