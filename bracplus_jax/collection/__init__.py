@@ -3,6 +3,8 @@ medium, mixed, expert, medium_expert) with behaviour policies trained by SAC.
 
   collect.py  the collector: rollouts, the recipes and their files; `python -m bracplus_jax.collect`
   sac.py      online soft actor-critic, the recipes' behaviour policies, and its policy files
+  family.py   a family's manifest (each file's figures and checksum, what made it) and the
+              check of another folder against one
 
 It may import data/, the modules every wing shares (errors, cli, envs) and the algorithm's
 building blocks (networks, distributions, random_bits), nothing above them: SAC has its own
