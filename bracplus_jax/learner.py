@@ -580,7 +580,11 @@ class BRACPlus:
     the data's behaviour policy, so the initial critic (of a policy close to it) should
     match; a later critic evaluates another policy, and a growing error is its drift."""
     q_values = jnp.min(self.critic.apply(state.critic.params, observations, actions), axis=0)
-    return {"q_mc_correlation": jnp.corrcoef(q_values, returns)[0, 1],
+    q_deviation, return_deviation = q_values - jnp.mean(q_values), returns - jnp.mean(returns)
+    scale = jnp.sqrt(jnp.sum(q_deviation**2) * jnp.sum(return_deviation**2))
+    # Pearson's correlation; 0 where either side is constant (logs refuse NaN).
+    correlation = jnp.where(scale > 0, jnp.sum(q_deviation * return_deviation) / jnp.maximum(scale, 1e-30), 0.0)
+    return {"q_mc_correlation": correlation,
             "q_mc_mean_error": jnp.mean(q_values - returns),
             "mc_return_mean": jnp.mean(returns)}
 

@@ -269,11 +269,13 @@ class Trainer:
 
 def critic_check(transitions, discount: float, num_rows: int = CRITIC_CHECK_ROWS):
   """(observations, actions, discounted returns) of up to `num_rows` dataset rows whose
-  Monte-Carlo return is complete (`data.monte_carlo`), on the device."""
+  Monte-Carlo return is complete (`data.monte_carlo`), on the device; None with fewer than two."""
   host = jax.tree.map(np.asarray, transitions)
   ends = monte_carlo.episode_ends(host.observations, host.next_observations, host.dones)
   returns, complete = monte_carlo.discounted_returns_to_go(host.rewards, host.dones, ends, discount)
   rows = monte_carlo.evaluation_rows(complete, num_rows)
+  if len(rows) < 2:  # no episode long enough, or terminated, to know a return: nothing to check
+    return None
   return (jnp.asarray(host.observations[rows]), jnp.asarray(host.actions[rows]),
           jnp.asarray(returns[rows], jnp.float32))
 

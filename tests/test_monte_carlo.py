@@ -83,3 +83,20 @@ def test_the_critic_fit_compares_the_pessimistic_q_with_the_returns():
   pessimistic = heads.min(axis=0)
   assert float(metrics["q_mc_correlation"]) == pytest.approx(np.corrcoef(pessimistic, returns)[0, 1], abs=1e-5)
   assert float(metrics["q_mc_mean_error"]) == pytest.approx(np.mean(pessimistic - returns), abs=1e-5)
+
+
+def test_without_a_complete_return_there_is_no_critic_check(d4rl_file):
+  # Two short timed-out episodes: no row is 459 steps (log 0.01 / log 0.99) from its cut end.
+  arrays = episodes_dataset([10, 12], ["timeout", "timeout"])
+  dataset = data.load_dataset("hdf5:" + d4rl_file(**arrays), progress=False)
+  assert train.critic_check(dataset.transitions, 0.99) is None
+
+
+def test_the_critic_fit_of_constant_returns_reports_no_correlation():
+  from test_alpha import dual_algorithm
+
+  algorithm = dual_algorithm()
+  state = algorithm.init(jax.random.key(0))
+  observations = jnp.asarray(np.random.default_rng(0).normal(size=(8, 4)), jnp.float32)
+  metrics = algorithm.critic_fit(state, observations, jnp.zeros((8, 1)), jnp.full((8,), 3.0))
+  assert float(metrics["q_mc_correlation"]) == 0.0 and np.isfinite(float(metrics["q_mc_mean_error"]))
