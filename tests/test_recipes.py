@@ -14,8 +14,8 @@ from bracplus_jax.collection import collect, sac
 from bracplus_jax.errors import InputError
 
 ENV = "Hopper-v5"
-TINY = collect.RecipeOptions(
-    steps=300, seed=0, reference_episodes=3, progress=False,
+TINY = collect.RecipeOptions(  # medium_episodes=0: the first evaluation past the threshold
+    steps=300, seed=0, reference_episodes=3, progress=False, medium_episodes=0,
     sac=sac.SACConfig(total_steps=2_000, hidden_dims=(32, 32), start_steps=1_000, chunk_steps=250,
                       eval_every=500, eval_episodes=2))
 
