@@ -80,6 +80,15 @@ def make_dataset_if_missing(config: ml_collections.ConfigDict) -> None:
       steps=config.make_dataset.steps, seed=config.make_dataset.seed, sac=collect.DEFAULT_SAC))
 
 
+def write_json_atomically(path: str, value: Any) -> None:
+  """Writes JSON beside `path` and renames it into place: a run killed while writing leaves
+  the old file or none, never half of one that a resume cannot read."""
+  partial = f"{path}.partial"
+  with open(partial, "w") as file:
+    json.dump(value, file, indent=2, default=list)
+  os.replace(partial, path)
+
+
 def _non_finite(metrics: dict[str, np.ndarray]) -> Optional[tuple[str, int, float]]:
   for name, values in metrics.items():
     values = np.asarray(values, dtype=np.float64).reshape(-1)
@@ -118,8 +127,7 @@ class Experiment:
     if resume and self.checkpointer.latest() is None:  # stopped before its first checkpoint
       print(f"{self.run_dir} has no checkpoint yet: starting it from the beginning there")
     if not resume:
-      with open(os.path.join(self.run_dir, "config.json"), "w") as file:
-        json.dump(config.to_dict(), file, indent=2, default=list)
+      write_json_atomically(os.path.join(self.run_dir, "config.json"), config.to_dict())
     self.trainer = train.Trainer(config, self.dataset, progress)
     self.points = sweep.grid(config)  # one empty point without a sweep
     self.is_sweep = sweep.is_sweep(config)
@@ -249,8 +257,7 @@ class Experiment:
     if self.config.eval_episodes and self.last_evaluation is None:
       self.last_evaluation = self.evaluate(state, self.config.epochs)
     summary = self.summary()
-    with open(os.path.join(self.run_dir, "summary.json"), "w") as file:
-      json.dump(summary, file, indent=2)
+    write_json_atomically(os.path.join(self.run_dir, "summary.json"), summary)
     self.log.finish([{"final_return_mean": point.get("return_mean", math.nan),
                       "final_normalized_score_mean": point.get("normalized_score_mean", math.nan)}
                      for point in summary.get("points", [summary])])

@@ -190,3 +190,19 @@ def experiment_config(dataset):
     (config[parent] if parent else config)[field] = value
   config.checkpoint_every = 1
   return config
+
+
+def test_a_run_file_is_never_left_half_written(tmp_path, monkeypatch):
+  # A run killed while writing config.json or summary.json must leave the previous file (or
+  # none), which a resume can read: the JSON goes to a side file that is renamed into place.
+  path = tmp_path / "config.json"
+  experiment.write_json_atomically(str(path), {"a": 1})
+
+  def dies_halfway(value, file, **kwargs):
+    file.write('{"a": ')
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(experiment.json, "dump", dies_halfway)
+  with pytest.raises(KeyboardInterrupt):
+    experiment.write_json_atomically(str(path), {"a": 2})
+  assert json.loads(path.read_text()) == {"a": 1}
