@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-import importlib.metadata
 import json
 import os
 import sys
@@ -58,6 +57,7 @@ import tqdm
 from bracplus_jax.collection import family, sac
 from bracplus_jax.cli import exits_cleanly_on_input_errors, refuse_arguments
 from bracplus_jax.collection.family import family_file_name
+from bracplus_jax.data.identity import library_versions
 from bracplus_jax.data.kinds import KINDS
 from bracplus_jax.errors import InputError
 
@@ -113,14 +113,8 @@ def rollout(env: gym.Env, policy: Policy, steps: int, seed: int, progress: bool 
           for key, values in rows.items() if values}
 
 
-def package_versions() -> dict[str, str]:
-  versions = {}
-  for package in ("bracplus-jax", "gymnasium", "mujoco", "numpy", "jax"):
-    try:
-      versions[package] = importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-      versions[package] = "not installed"
-  return versions
+# The versions a file records as metadata (versions/<package>).
+FILE_VERSIONED_PACKAGES = ("bracplus-jax", "gymnasium", "mujoco", "numpy", "jax")
 
 
 def write_dataset(path: str, arrays: dict, metadata: dict) -> None:
@@ -167,7 +161,7 @@ def collect(env_id: str, policy_name: str, steps: int, out: str, seed: int = 0,
       "env_id": env_id, "policy": policy_name, "seed": seed, "steps": steps,
       "episodes": int((arrays["terminals"] | arrays["timeouts"]).sum()),
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      **{f"versions/{name}": version for name, version in package_versions().items()},
+      **{f"versions/{name}": version for name, version in library_versions(FILE_VERSIONED_PACKAGES).items()},
   }
   write_dataset(out, arrays, metadata)
   return arrays
@@ -470,7 +464,7 @@ class Family:
         "ref_min_score": references.random_return, "ref_max_score": references.expert_return,
         "ref_min_source": references.random_source, "ref_max_source": references.expert_source,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        **{f"versions/{name}": version for name, version in package_versions().items()},
+        **{f"versions/{name}": version for name, version in library_versions(FILE_VERSIONED_PACKAGES).items()},
     }
     if recipe in ("medium", "expert", "policy"):
       metadata["rollout_envs"] = ROLLOUT_ENVS
