@@ -11,15 +11,16 @@ reruns in about two hours on a 2-core CPU, at a budget where BRAC+ has learned
 and its critic has been fit (README, "The constraint, the critic and the budget"):
   * networks 2 x 256 everywhere (the released code's), not the paper's 3 x 512
     policy and behaviour model: about 4x fewer FLOPs per update;
-  * start-up phases of 20,000 behaviour, 5,000 initial-policy and 10,000
-    initial-critic steps instead of 400k / 100k / 100k (benchmarks/startup_lengths.py,
-    docs/results/startup_lengths.json). The initial critic has no gradient
-    penalty, and longer is not better everywhere: its correlation with the data's
-    discounted Monte-Carlo returns on `medium` is 0.40 after 10,000 steps and
-    0.96 from 40,000 on, but on `mixed` it peaks at 0.59-0.81 (10k-20k) and
-    then diverges (one seed's mean error -12 at 10k, -2,377 at 60k). At 10,000 it
-    is safe on every recipe, and the penalised critic of the RL phase goes on
-    fitting (0.95 at 30k updates on `medium_expert`);
+  * start-up phases of 20,000 behaviour, 5,000 initial-policy and 30,000
+    initial-critic steps (10,000 on `mixed`) instead of 400k / 100k / 100k
+    (benchmarks/startup_lengths.py, benchmarks/results/startup_lengths.json). The
+    initial critic has no gradient penalty, and longer is not better everywhere:
+    its correlation with the data's discounted Monte-Carlo returns on `medium` is
+    0.40 after 10,000 steps, 0.92-0.94 at 30,000 and 0.96 from 40,000 on, but on
+    `mixed` it peaks at 0.59-0.81 (10k-20k) and then diverges (one seed's mean
+    error -12 at 10k, -2,377 at 60k), so `mixed` stops at 10,000
+    (`recipe_critic_init_steps`); the penalised critic of the RL phase goes on
+    fitting there;
   * 30 epochs of 1,000 updates (30,000 per seed) instead of 500 x 2,000: on
     `mixed`, BRAC+ over BC's score rose from 1.6x (12k) to 2.3x (30k) and 3.0x
     (60k) on the window of the last third, while the critic's over-estimation
@@ -33,6 +34,8 @@ BC trains the same policy network for the same 30,000 updates, at the initial
 policy's learning rate (1e-3).
 """
 
+import ml_collections
+
 from configs import hopper_local
 
 
@@ -43,7 +46,9 @@ def get_config():
   config.name = "evidence"
   config.behavior_steps = 20_000
   config.policy_init_steps = 5_000
-  config.critic_init_steps = 10_000
+  config.critic_init_steps = 30_000
+  # Per recipe, where its own start-up length differs (the evidence command applies it).
+  config.recipe_critic_init_steps = ml_collections.ConfigDict({"mixed": 10_000})
   config.epochs = 30
   config.steps_per_epoch = 1_000
   config.eval_every = 3

@@ -75,6 +75,13 @@ def recipe_config(config: ml_collections.ConfigDict, env: str, recipe: str, meth
   """A copy of the shared config for one recipe and method: its dataset and KL margin."""
   from configs import base  # the configs package sits beside this one, as launch.py uses it
   config = ml_collections.ConfigDict(config.to_dict())
+  # The evidence config may set the initial critic's length per recipe (configs/evidence.py);
+  # the run's own config keeps only the length that applies to it.
+  critic_init_steps = config.get("recipe_critic_init_steps") or {}
+  if "recipe_critic_init_steps" in config:
+    del config["recipe_critic_init_steps"]
+  if recipe in critic_init_steps:
+    config.critic_init_steps = int(critic_init_steps[recipe])
   config.name = f"evidence_{env}_{recipe}_{method}"
   config.method = method
   config.num_seeds = num_seeds
