@@ -118,6 +118,40 @@ def test_table_and_figures_are_written(evidence_run):
   assert content.startswith(PNG_SIGNATURE) and len(content) > 10_000
 
 
+def test_brac_plus_diagnostics_come_from_its_metrics(evidence_run):
+  root, _, result = evidence_run
+  found = json.loads((root / "runs" / "hopper-v5.json").read_text())["recipes"]["random"]["diagnostics"]
+  records = [json.loads(line) for line in
+             (root / "runs" / "random" / "brac_plus" / "metrics.jsonl").read_text().splitlines()]
+  initial = {r["seed_index"]: r["q_mc_correlation"] for r in records if r["phase"] == "critic_init"}
+  assert found["initial_critic_q_mc_correlation"] == pytest.approx([initial[0], initial[1]], abs=1e-4)
+  epochs = [r for r in records if r["phase"] == "epoch"]
+  last = max(r["epoch"] for r in epochs)  # 2 epochs: the last third is epoch 2 alone
+  for name, metric in (("last_third_kl_over_threshold", "dataset_kl_over_threshold"),
+                       ("last_third_share_above_1_2x", "dataset_kl_violation_fraction_1_2x"),
+                       ("final_q_mc_correlation", "q_mc_correlation")):
+    direct = {r["seed_index"]: r[metric] for r in epochs if r["epoch"] == last}
+    assert found[name] == pytest.approx([direct[0], direct[1]], abs=1e-4), name
+  evaluations = {r["seed_index"]: r["q_overestimation"] for r in records
+                 if r["phase"] == "eval" and r["epoch"] == last}
+  assert found["final_q_overestimation"] == pytest.approx([evaluations[0], evaluations[1]], abs=1e-4)
+  table = (root / "runs" / "hopper-v5.md").read_text()
+  assert "critic and constraint" in table and "initial critic: corr(Q, MC return)" in result.stdout
+  for name in ("multiplier", "critic"):
+    assert (root / "runs" / f"hopper-v5_random_{name}.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_a_recipe_may_set_its_own_initial_critic_length():
+  from configs import evidence as evidence_config
+  config = evidence_config.get_config()
+  lengths = {recipe: evidence.recipe_config(config, "Hopper-v5", recipe, "brac_plus", 4, "/data")
+             for recipe in ("mixed", "medium")}
+  assert lengths["mixed"].critic_init_steps == config.recipe_critic_init_steps.mixed
+  assert lengths["medium"].critic_init_steps == config.critic_init_steps
+  assert lengths["mixed"].critic_init_steps != lengths["medium"].critic_init_steps
+  assert "recipe_critic_init_steps" not in lengths["mixed"]  # the run's config keeps its own length
+
+
 def test_running_it_again_reads_finished_runs_back(evidence_run):
   root, args, _ = evidence_run
   before = (root / "runs" / "random" / "bc" / "metrics.jsonl").read_text()

@@ -22,7 +22,13 @@ At the end it writes, into --out (default WORKDIR):
                  versions, and the wall time of each run;
   <env>.md       the same as a table;
   <env>_<recipe>.png  learning curves: IQM over seeds with a 95% CI band,
-                 x = gradient updates (BRAC+'s epoch 0 is its initial policy).
+                 x = gradient updates (BRAC+'s epoch 0 is its initial policy);
+  <env>_<recipe>_multiplier.png, <env>_<recipe>_critic.png  BRAC+'s constraint
+                 and critic per epoch (report's multiplier.png and critic.png).
+The JSON's `diagnostics` and the table's second part give, per seed, the
+critic's correlation with the data's discounted Monte-Carlo returns (initial and
+final), its over-estimation at the last evaluation, and the dataset mean
+KL(s) / eps_KL and share of states above 1.2 eps_KL over the last third.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from bracplus_jax.collection.collect import RECIPES
 from bracplus_jax.data.d4rl_source import cache_dir
 from bracplus_jax.data.identity import library_versions
 from bracplus_jax.errors import InputError
+from bracplus_jax.studies import report
 from bracplus_jax.studies.outputs import markdown_table
 from bracplus_jax.studies.run_files import per_epoch, read_records
 
@@ -150,6 +157,37 @@ def learning_curve(run_dir: str, steps_per_epoch: int) -> dict[str, Any]:
           "scores": [[float(v) for v in row] for row in values]}
 
 
+def _seed_values(values: np.ndarray) -> list[float]:
+  return [round(float(v), 4) for v in values]
+
+
+def run_diagnostics(run_dir: str) -> dict[str, Any]:
+  """Why a BRAC+ run's score can be trusted, per seed: the critic against the data's discounted
+  Monte-Carlo returns (the initial critic and the last epoch's), its over-estimation of the last
+  evaluated policy's discounted return from s0, and the constraint over the last third of
+  training (dataset mean KL(s) / eps_KL, share of states above 1.2 eps_KL)."""
+  records = read_records(run_dir)
+  result: dict[str, Any] = {}
+  for metric in ("q_mc_correlation", "q_mc_mean_error"):
+    epochs, values = report.with_start(records, metric, "critic_init")
+    if epochs.size and epochs[0] == 0:
+      result[f"initial_critic_{metric}"] = _seed_values(values[0])
+    if epochs.size:
+      result[f"final_{metric}"] = _seed_values(values[-1])
+  epochs, values = per_epoch(records, "eval", "q_overestimation")
+  if epochs.size:
+    result["final_q_overestimation"] = _seed_values(values[-1])
+  epochs, share = per_epoch(records, "epoch", "dataset_kl_violation_fraction_1_2x")
+  if epochs.size:
+    last = epochs > 2 * epochs.max() / 3
+    result["last_third_epochs"] = [int(epochs[last].min()), int(epochs[last].max())]
+    result["last_third_kl_over_threshold"] = _seed_values(
+        report.last_third(records, "dataset_kl_over_threshold"))
+    result["last_third_share_above_1_2x"] = _seed_values(np.nanmean(share[last], axis=0))
+    result["last_third_max_share_above_1_2x"] = _seed_values(np.nanmax(share[last], axis=0))
+  return result
+
+
 def dataset_record(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The data a recipe trained on: its file, checksum, rows and mean normalised score, and whether
   it is the file of the published family's manifest (docs/results/families/<env>.json)."""
@@ -183,6 +221,25 @@ def results_table(results: dict[str, Any]) -> str:
         f"{improvement['point']:.2f} [{improvement['ci'][0]:.2f}, {improvement['ci'][1]:.2f}]",
         ", ".join(f"{v:.1f}" for v in bc["final_normalized_scores"]),
         ", ".join(f"{v:.1f}" for v in brac["final_normalized_scores"])])
+  return markdown_table(header, rows)
+
+
+def diagnostics_table(results: dict[str, Any]) -> str:
+  header = ["recipe", "initial critic: corr(Q, MC return)", "final critic: corr(Q, MC return)",
+            "final Q(s0) over-estimation", "mean KL(s) / eps_KL, last third",
+            "share > 1.2 eps_KL, last third (max)"]
+  def cell(entry, name, digits=2):
+    values = entry.get(name)
+    return " / ".join(f"{v:.{digits}f}" for v in values) if values else "n/a"
+  rows = []
+  for recipe, entry in results["recipes"].items():
+    found = entry.get("diagnostics", {})
+    shares = cell(found, "last_third_share_above_1_2x")
+    if found.get("last_third_max_share_above_1_2x"):
+      shares += f" ({max(found['last_third_max_share_above_1_2x']):.2f})"
+    rows.append([recipe, cell(found, "initial_critic_q_mc_correlation"),
+                 cell(found, "final_q_mc_correlation"), cell(found, "final_q_overestimation", 1),
+                 cell(found, "last_third_kl_over_threshold"), shares])
   return markdown_table(header, rows)
 
 
@@ -261,6 +318,7 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
     for method, estimate in interval_estimates(scores).items():
       entry["methods"][method].update(estimate)
     entry["probability_of_improvement"] = probability_of_improvement(scores["brac_plus"], scores["bc"])
+    entry["diagnostics"] = run_diagnostics(os.path.join(workdir, recipe, "brac_plus"))
     entry["data"] = dataset_record(configs[(recipe, "bc")])
     entry["dataset_mean_normalized_score"] = entry["data"]["mean_normalized_score"]
     results["recipes"][recipe] = entry
@@ -269,13 +327,18 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
   with open(f"{stem}.json", "w") as file:
     json.dump(results, file, indent=2, default=list)
   table = results_table(results)
+  critic_and_constraint = diagnostics_table(results)
   with open(f"{stem}.md", "w") as file:
-    file.write(table)
+    file.write(table + "\nBRAC+'s critic and constraint, per seed:\n\n" + critic_and_constraint)
   for recipe, entry in results["recipes"].items():
     figure = curves_figure(env, recipe, entry)
     figure.savefig(f"{stem}_{recipe}.png", dpi=120)
-  print("\n" + table)
-  print(f"results: {stem}.json, {stem}.md, {stem}_<recipe>.png")
+    run = report.read_run(f"{recipe} BRAC+", os.path.join(workdir, recipe, "brac_plus"))
+    report.multiplier_figure([run]).savefig(f"{stem}_{recipe}_multiplier.png", dpi=100)
+    report.critic_figure([run]).savefig(f"{stem}_{recipe}_critic.png", dpi=100)
+  print("\n" + table + "\n" + critic_and_constraint)
+  print(f"results: {stem}.json, {stem}.md, {stem}_<recipe>.png, {stem}_<recipe>_multiplier.png, "
+        f"{stem}_<recipe>_critic.png")
   return results
 
 
