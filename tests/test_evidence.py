@@ -110,6 +110,41 @@ def test_interval_estimates_of_known_scores():
   assert evidence.probability_of_improvement(np.array([5.0, 6.0]), np.array([1.0, 2.0]))["point"] == 1.0
 
 
+def _entry(bc_scores, brac_scores, kl_over_threshold, initial_correlation):
+  bc, brac = np.asarray(bc_scores, float), np.asarray(brac_scores, float)
+  estimates = evidence.interval_estimates({"bc": bc, "brac_plus": brac})
+  methods = {name: estimates[name] | {"final_normalized_scores": list(scores)}
+             for name, scores in (("bc", bc), ("brac_plus", brac))}
+  return {"methods": methods, "probability_of_improvement": evidence.probability_of_improvement(brac, bc),
+          "diagnostics": {"last_third_kl_over_threshold": kl_over_threshold,
+                          "initial_critic_q_mc_correlation": initial_correlation}}
+
+
+def test_criteria_of_mixed_data():
+  entry = _entry([10, 12, 14, 16], [30, 32, 34, 36], [0.9, 1.1], [0.5, 0.6])
+  checks = {c["criterion"].split(" ")[0] + str(i): c for i, c in enumerate(evidence.criteria("mixed", entry))}
+  values = [c["value"] for c in checks.values()]
+  met = [c["met"] for c in checks.values()]
+  assert values[0] == pytest.approx(33.0 / 13.0, abs=1e-4) and met[0]  # IQMs: the middle two
+  assert values[1] > 0 and met[1]  # every BRAC+ seed is above every BC seed: the CIs are apart
+  assert values[2] == 1.0 and met[2]
+  assert values[3] == pytest.approx(1.1) and met[3]  # the highest seed's KL; no critic check here
+  assert len(values) == 4
+  entry = _entry([10, 12, 14, 16], [5, 27, 35, 55], [1.0, 1.3], [0.5, 0.6])
+  met = [c["met"] for c in evidence.criteria("mixed", entry)]
+  assert met == [True, False, False, False]  # 2.38x, but one seed below BC: CIs overlap, P = 0.75
+
+
+def test_criteria_of_good_data():
+  entry = _entry([40, 44, 48, 52], [44, 45, 43, 20], [0.9, 0.95], [0.93, 0.88])
+  checks = evidence.criteria("medium", entry)
+  assert [c["met"] for c in checks] == [True, False, False, True]
+  assert checks[0]["value"] == pytest.approx(np.mean([43, 44]) - np.mean([44, 48]))  # -2.5: within 3
+  assert checks[1]["value"] == pytest.approx(20 / (46 / 2), abs=1e-4)
+  assert checks[2]["value"] == pytest.approx(0.88)
+  assert len(evidence.criteria("medium_expert", entry)) == 3  # the critic's fit is asked of one policy's data
+
+
 def test_table_and_figures_are_written(evidence_run):
   root, _, result = evidence_run
   table = (root / "runs" / "hopper-v5.md").read_text()

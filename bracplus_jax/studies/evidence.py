@@ -28,7 +28,14 @@ At the end it writes, into --out (default WORKDIR):
 The JSON's `diagnostics` and the table's second part give, per seed, the
 critic's correlation with the data's discounted Monte-Carlo returns (initial and
 final), its over-estimation at the last evaluation, and the dataset mean
-KL(s) / eps_KL and share of states above 1.2 eps_KL over the last third.
+KL(s) / eps_KL and share of states above 1.2 eps_KL over the last third. Its
+`criteria` (and the table's third part) say, per recipe, what BRAC+ must show on
+that kind of data and whether it did: on `mixed`, an IQM at least 2x BC's with
+the 95% CIs apart and P(BRAC+ > BC) >= 0.9; on `medium`, `medium_expert` and
+`expert`, an IQM at most 3 below BC's and no seed below half of BC's IQM; on
+`medium` and `expert`, an initial critic whose correlation with the data's
+discounted returns is at least 0.9; everywhere, the dataset mean KL(s) over the
+last third at most 1.2 eps_KL in every seed.
 """
 
 from __future__ import annotations
@@ -224,6 +231,58 @@ def results_table(results: dict[str, Any]) -> str:
   return markdown_table(header, rows)
 
 
+# What BRAC+ must show on each kind of data (README, "Results"): on mixed data it beats behaviour
+# cloning clearly; on data of one good policy it keeps BC's level without a seed collapsing; its
+# critic fits the data's returns where one policy made them; everywhere it holds the constraint.
+MIXED_DATA_RATIO = 2.0
+GOOD_DATA_SLACK = 3.0
+MIN_PROBABILITY_OF_IMPROVEMENT = 0.9
+MIN_INITIAL_CRITIC_CORRELATION = 0.9
+MAX_KL_OVER_THRESHOLD = 1.2
+
+
+def _check(criterion: str, value: float, met: bool) -> dict[str, Any]:
+  return {"criterion": criterion, "value": round(float(value), 4), "met": bool(met)}
+
+
+def criteria(recipe: str, entry: dict[str, Any]) -> list[dict[str, Any]]:
+  """Each criterion of the recipe's kind of data, its measured value and whether it is met."""
+  bc, brac = entry["methods"]["bc"], entry["methods"]["brac_plus"]
+  found = entry.get("diagnostics", {})
+  checks = []
+  if recipe == "mixed":
+    checks.append(_check(f"BRAC+ IQM / BC IQM >= {MIXED_DATA_RATIO:g}",
+                         brac["iqm"] / bc["iqm"] if bc["iqm"] > 0 else np.inf,
+                         brac["iqm"] >= MIXED_DATA_RATIO * bc["iqm"]))
+    checks.append(_check("the 95% CIs of the IQMs apart: BRAC+'s lower end - BC's upper end > 0",
+                         brac["iqm_ci"][0] - bc["iqm_ci"][1], brac["iqm_ci"][0] > bc["iqm_ci"][1]))
+    improvement = entry["probability_of_improvement"]["point"]
+    checks.append(_check(f"P(BRAC+ > BC) >= {MIN_PROBABILITY_OF_IMPROVEMENT:g}", improvement,
+                         improvement >= MIN_PROBABILITY_OF_IMPROVEMENT))
+  if recipe in ("medium", "medium_expert", "expert"):
+    checks.append(_check(f"BRAC+ IQM - BC IQM >= -{GOOD_DATA_SLACK:g}", brac["iqm"] - bc["iqm"],
+                         brac["iqm"] >= bc["iqm"] - GOOD_DATA_SLACK))
+    lowest = min(brac["final_normalized_scores"])
+    checks.append(_check("lowest BRAC+ seed / (BC IQM / 2) >= 1", lowest / (bc["iqm"] / 2),
+                         lowest >= bc["iqm"] / 2))
+  if recipe in ("medium", "expert") and found.get("initial_critic_q_mc_correlation"):
+    lowest = min(found["initial_critic_q_mc_correlation"])
+    checks.append(_check(f"initial critic's corr(Q, MC return), lowest seed >= "
+                         f"{MIN_INITIAL_CRITIC_CORRELATION:g}", lowest,
+                         lowest >= MIN_INITIAL_CRITIC_CORRELATION))
+  if found.get("last_third_kl_over_threshold"):
+    highest = max(found["last_third_kl_over_threshold"])
+    checks.append(_check(f"dataset mean KL(s) / eps_KL over the last third, highest seed <= "
+                         f"{MAX_KL_OVER_THRESHOLD:g}", highest, highest <= MAX_KL_OVER_THRESHOLD))
+  return checks
+
+
+def criteria_table(results: dict[str, Any]) -> str:
+  rows = [[recipe, check["criterion"], f"{check['value']:.2f}", "met" if check["met"] else "**missed**"]
+          for recipe, entry in results["recipes"].items() for check in entry.get("criteria", [])]
+  return markdown_table(["recipe", "criterion", "value", "met"], rows)
+
+
 def diagnostics_table(results: dict[str, Any]) -> str:
   header = ["recipe", "initial critic: corr(Q, MC return)", "final critic: corr(Q, MC return)",
             "final Q(s0) over-estimation", "mean KL(s) / eps_KL, last third",
@@ -321,6 +380,7 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
     entry["diagnostics"] = run_diagnostics(os.path.join(workdir, recipe, "brac_plus"))
     entry["data"] = dataset_record(configs[(recipe, "bc")])
     entry["dataset_mean_normalized_score"] = entry["data"]["mean_normalized_score"]
+    entry["criteria"] = criteria(recipe, entry)
     results["recipes"][recipe] = entry
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, env.lower())
@@ -329,14 +389,15 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
   table = results_table(results)
   critic_and_constraint = diagnostics_table(results)
   with open(f"{stem}.md", "w") as file:
-    file.write(table + "\nBRAC+'s critic and constraint, per seed:\n\n" + critic_and_constraint)
+    file.write(table + "\nBRAC+'s critic and constraint, per seed:\n\n" + critic_and_constraint
+               + "\nWhat BRAC+ must show on each kind of data:\n\n" + criteria_table(results))
   for recipe, entry in results["recipes"].items():
     figure = curves_figure(env, recipe, entry)
     figure.savefig(f"{stem}_{recipe}.png", dpi=120)
     run = report.read_run(f"{recipe} BRAC+", os.path.join(workdir, recipe, "brac_plus"))
     report.multiplier_figure([run]).savefig(f"{stem}_{recipe}_multiplier.png", dpi=100)
     report.critic_figure([run]).savefig(f"{stem}_{recipe}_critic.png", dpi=100)
-  print("\n" + table + "\n" + critic_and_constraint)
+  print("\n" + table + "\n" + critic_and_constraint + "\n" + criteria_table(results))
   print(f"results: {stem}.json, {stem}.md, {stem}_<recipe>.png, {stem}_<recipe>_multiplier.png, "
         f"{stem}_<recipe>_critic.png")
   return results
