@@ -77,6 +77,21 @@ def test_aggregates_match_direct_computations(evidence_run):
   assert entry["probability_of_improvement"]["point"] == pytest.approx(direct)
 
 
+def test_last_third_scores_are_each_seeds_mean_of_its_last_evaluations(evidence_run):
+  root, _, _ = evidence_run
+  entry = json.loads((root / "runs" / "hopper-v5.json").read_text())["recipes"]["random"]
+  for method in ("bc", "brac_plus"):
+    curve = entry["methods"][method]["curve"]  # evaluations after 30 and 60 updates (and 0)
+    window = entry["last_third"][method]
+    assert entry["last_third"]["updates"][method] == [60]  # the last third of 60 updates
+    assert window["normalized_scores"] == pytest.approx(curve["scores"][-1])
+    assert window["iqm"] == pytest.approx(stats.trim_mean(curve["scores"][-1], 0.25))
+  curve = {"updates": [0, 3, 6, 9], "scores": [[0, 0], [1, 2], [3, 4], [5, 8]]}
+  assert evidence.last_third_scores(curve) == ([5.0, 8.0], [9])
+  curve = {"updates": [3, 6, 9, 12, 15, 18], "scores": [[1, 1]] * 4 + [[2, 4], [4, 6]]}
+  assert evidence.last_third_scores(curve) == ([3.0, 5.0], [15, 18])
+
+
 def test_the_results_name_their_data(evidence_run):
   root, _, _ = evidence_run
   results = json.loads((root / "runs" / "hopper-v5.json").read_text())

@@ -16,20 +16,22 @@ At the end it writes, into --out (default WORKDIR):
                  (`final_normalized_scores`: the last policy's mean over the
                  config's eval_episodes), mean, IQM and 95% stratified-bootstrap
                  CIs (rliable, Agarwal et al. 2021), the probability that BRAC+
-                 improves on BC with its CI, per-seed learning curves, the
-                 dataset's own mean score, checksum and rows and whether it
-                 is the published family's file (`data`), the library
+                 improves on BC with its CI, per-seed learning curves; the
+                 same over each seed's mean of the evaluations in the last
+                 third of training (`last_third`); the dataset's own mean
+                 score, checksum and rows and whether it is the published
+                 family's file (`data`), the library
                  versions, and the wall time of each run;
   <env>.md       the same as a table;
   <env>_<recipe>.png  learning curves: IQM over seeds with a 95% CI band,
                  x = gradient updates (BRAC+'s epoch 0 is its initial policy);
   <env>_<recipe>_multiplier.png, <env>_<recipe>_critic.png  BRAC+'s constraint
                  and critic per epoch (report's multiplier.png and critic.png).
-The JSON's `diagnostics` and the table's second part give, per seed, the
+The JSON's `diagnostics` and the table's third part give, per seed, the
 critic's correlation with the data's discounted Monte-Carlo returns (initial and
 final), its over-estimation at the last evaluation, and the dataset mean
 KL(s) / eps_KL and share of states above 1.2 eps_KL over the last third. Its
-`criteria` (and the table's third part) say, per recipe, what BRAC+ must show on
+`criteria` (and the table's last part) say, per recipe, what BRAC+ must show on
 that kind of data and whether it did: on `mixed`, an IQM at least 2x BC's with
 the 95% CIs apart and P(BRAC+ > BC) >= 0.9; on `medium`, `medium_expert` and
 `expert`, an IQM at most 3 below BC's and no seed below half of BC's IQM; on
@@ -157,6 +159,16 @@ def probability_of_improvement(better: np.ndarray, worse: np.ndarray, seed: int 
   return {"point": float(points["p"]), "ci": [float(v) for v in np.ravel(intervals["p"])]}
 
 
+def last_third_scores(curve: dict[str, Any]) -> tuple[list[float], list[int]]:
+  """Each seed's mean score over the evaluations in the last third of training, and their updates:
+  a steadier figure than the last evaluation alone where the policy's score swings between
+  evaluations."""
+  updates = np.asarray(curve["updates"])
+  last = updates > 2 * updates.max() / 3
+  means = np.mean(np.asarray(curve["scores"], float)[last], axis=0)
+  return [float(v) for v in means], [int(u) for u in updates[last]]
+
+
 def learning_curve(run_dir: str, steps_per_epoch: int) -> dict[str, Any]:
   """Per-seed evaluation scores by gradient update: {'updates': [E], 'scores': [E][seeds]}."""
   epochs, values = per_epoch(read_records(run_dir), "eval", "normalized_score")
@@ -228,6 +240,22 @@ def results_table(results: dict[str, Any]) -> str:
         f"{improvement['point']:.2f} [{improvement['ci'][0]:.2f}, {improvement['ci'][1]:.2f}]",
         ", ".join(f"{v:.1f}" for v in bc["final_normalized_scores"]),
         ", ".join(f"{v:.1f}" for v in brac["final_normalized_scores"])])
+  return markdown_table(header, rows)
+
+
+def last_third_table(results: dict[str, Any]) -> str:
+  header = ["recipe", "evaluations (updates)", "BC IQM [95% CI]", "BRAC+ IQM [95% CI]",
+            "P(BRAC+ > BC) [95% CI]", "per-seed BC", "per-seed BRAC+"]
+  rows = []
+  for recipe, entry in results["recipes"].items():
+    window = entry["last_third"]
+    improvement = window["probability_of_improvement"]
+    rows.append([
+        recipe, ", ".join(f"{u // 1000}k" if u % 1000 == 0 else str(u) for u in window["updates"]["brac_plus"]),
+        _format_interval(window["bc"], "iqm"), _format_interval(window["brac_plus"], "iqm"),
+        f"{improvement['point']:.2f} [{improvement['ci'][0]:.2f}, {improvement['ci'][1]:.2f}]",
+        ", ".join(f"{v:.1f}" for v in window["bc"]["normalized_scores"]),
+        ", ".join(f"{v:.1f}" for v in window["brac_plus"]["normalized_scores"])])
   return markdown_table(header, rows)
 
 
@@ -377,6 +405,13 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
     for method, estimate in interval_estimates(scores).items():
       entry["methods"][method].update(estimate)
     entry["probability_of_improvement"] = probability_of_improvement(scores["brac_plus"], scores["bc"])
+    window = {method: last_third_scores(entry["methods"][method]["curve"]) for method in METHODS}
+    entry["last_third"] = {"updates": {method: window[method][1] for method in METHODS}}
+    window_scores = {method: np.asarray(window[method][0]) for method in METHODS}
+    for method, estimate in interval_estimates(window_scores).items():
+      entry["last_third"][method] = {"normalized_scores": window[method][0]} | estimate
+    entry["last_third"]["probability_of_improvement"] = probability_of_improvement(
+        window_scores["brac_plus"], window_scores["bc"])
     entry["diagnostics"] = run_diagnostics(os.path.join(workdir, recipe, "brac_plus"))
     entry["data"] = dataset_record(configs[(recipe, "bc")])
     entry["dataset_mean_normalized_score"] = entry["data"]["mean_normalized_score"]
@@ -389,7 +424,9 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
   table = results_table(results)
   critic_and_constraint = diagnostics_table(results)
   with open(f"{stem}.md", "w") as file:
-    file.write(table + "\nBRAC+'s critic and constraint, per seed:\n\n" + critic_and_constraint
+    file.write(table + "\nEach seed's mean over the evaluations of the last third of training:\n\n"
+               + last_third_table(results)
+               + "\nBRAC+'s critic and constraint, per seed:\n\n" + critic_and_constraint
                + "\nWhat BRAC+ must show on each kind of data:\n\n" + criteria_table(results))
   for recipe, entry in results["recipes"].items():
     figure = curves_figure(env, recipe, entry)
@@ -397,7 +434,8 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
     run = report.read_run(f"{recipe} BRAC+", os.path.join(workdir, recipe, "brac_plus"))
     report.multiplier_figure([run]).savefig(f"{stem}_{recipe}_multiplier.png", dpi=100)
     report.critic_figure([run]).savefig(f"{stem}_{recipe}_critic.png", dpi=100)
-  print("\n" + table + "\n" + critic_and_constraint + "\n" + criteria_table(results))
+  print("\n" + table + "\n" + last_third_table(results) + "\n" + critic_and_constraint + "\n"
+        + criteria_table(results))
   print(f"results: {stem}.json, {stem}.md, {stem}_<recipe>.png, {stem}_<recipe>_multiplier.png, "
         f"{stem}_<recipe>_critic.png")
   return results
