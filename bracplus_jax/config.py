@@ -45,7 +45,7 @@ NON_NEGATIVE_INTEGERS = (
 )
 POSITIVE_NUMBERS = ("algo.mmd_sigma", "algo.alpha_init", "algo.entropy_init", "algo.alpha_dual_step",
                     "algo.alpha_min", "algo.alpha_max", "algo.alpha_dual_max_violation",
-                    "algo.alpha_dual_damping")
+                    "algo.alpha_dual_damping", "algo.alpha_dual_state_gain")
 NON_NEGATIVE_NUMBERS = (
     "algo.behavior_lr", "algo.policy_init_lr", "algo.critic_lr", "algo.policy_lr", "algo.alpha_lr",
     "algo.entropy_lr", "algo.gp_lagrange_lr", "algo.gp_lambda", "algo.gp_max_ood_grad_norm",

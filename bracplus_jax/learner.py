@@ -324,6 +324,7 @@ class BRACPlus:
     # Runs saved before these options go on with the step they began with.
     fit = algo.get("alpha_dual_fit", "line_search")
     max_violation = algo.get("alpha_dual_max_violation", 1.0)
+    state_gain = algo.get("alpha_dual_state_gain", 1.0)
     log_alpha_of = lambda params: train_state.apply_fn(params, observations, method="log_alpha")  # noqa: E731
     log_alpha, linearized = jax.linearize(log_alpha_of, train_state.params)
     log_bounds = (math.log(algo.alpha_min), math.log(algo.alpha_max))
@@ -332,7 +333,7 @@ class BRACPlus:
     def state_step():
       target = losses.alpha_dual_target(
           log_alpha, divergence, state.kl_threshold, self.value(state, "alpha_dual_step"), log_bounds,
-          max_violation)
+          max_violation, state_gain)
       loss, residual_gradient = jax.value_and_grad(losses.alpha_loss)(log_alpha, target)
       residual = log_alpha - target
       if fit == "kernel":

@@ -489,6 +489,7 @@ def alpha_dual_target(
     step_size: float,
     log_alpha_bounds: tuple[float, float],
     max_violation: float = 1.0,
+    state_gain: float = 1.0,
 ) -> jax.Array:
   """The state-wise dual step of Alg. 1 line 8, taken in log space and projected onto bounds.
 
@@ -504,9 +505,17 @@ def alpha_dual_target(
   hard as m states just under it pull down, while one wild estimate moves
   alpha(s) by at most a factor e^(eta m). The projection holds the bounds without
   windup. log_alpha, kl [N] -> target [N], with no gradient.
+
+  `state_gain` g scales each state's departure from the batch's mean violation v:
+  the step is eta (mean(v) + g (v(s) - mean(v))). In Alg. 1 every state's alpha(s)
+  moves at every update; a batch of B of the data's N states visits each state
+  only every N / B updates, while the part every state shares moves at each one.
+  g = 1 is the plain step; g near N / B gives every state the paper's rate.
   """
   relative_violation = jnp.clip((kl - kl_threshold) / kl_threshold, -1.0, max_violation)
-  target = jnp.clip(log_alpha + step_size * relative_violation, *log_alpha_bounds)
+  mean_violation = jnp.mean(relative_violation)
+  step = mean_violation + state_gain * (relative_violation - mean_violation)
+  target = jnp.clip(log_alpha + step_size * step, *log_alpha_bounds)
   return jax.lax.stop_gradient(target)
 
 

@@ -125,6 +125,10 @@ def algorithm_config() -> ml_collections.ConfigDict:
   # line 8 is linear in KL(s) - eps_KL: a state at 5 eps_KL pushes alpha(s) up 4x as hard as
   # one at 2 eps_KL (a cap of 1 treats them alike), and one wild estimate moves it <= e^(10 eta).
   algo.alpha_dual_max_violation = 10.0
+  # Each state's departure from the batch's mean violation is scaled by this gain: a batch
+  # visits a state only every N / B updates, while the part all states share moves at every
+  # one (losses.alpha_dual_target). 1 is the plain step.
+  algo.alpha_dual_state_gain = 1.0
   # kernel: each batch state's log alpha(s) moves to its own target (a damped Gauss-Newton
   # step of the alpha(s) network) | line_search: one gradient step, which moves every state
   # by about the batch's mean change.

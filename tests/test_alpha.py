@@ -66,6 +66,20 @@ def test_the_dual_target_is_the_projected_log_space_step_of_alg_1_line_8(max_vio
   assert expected[5] == pytest.approx(math.log(100.0)) and expected[6] == pytest.approx(math.log(0.01))
 
 
+@pytest.mark.parametrize("gain", [1.0, 40.0])
+def test_the_state_gain_scales_each_state_s_departure_from_the_batch_mean(gain):
+  log_alpha = jnp.log(jnp.array([1.0, 2.0, 0.5, 1.0, 3.0]))
+  kl = jnp.array([2.0, 0.5, 5.0, 30.0, 1.0])
+  bounds = (math.log(1e-3), math.log(1e4))
+  target = losses.alpha_dual_target(log_alpha, kl, 2.0, 0.01, bounds, 10.0, gain)
+  relative = np.minimum((np.asarray(kl, np.float64) - 2.0) / 2.0, 10.0)  # 0, -0.75, 1.5, 10 (capped), -0.5
+  step = relative.mean() + gain * (relative - relative.mean())
+  np.testing.assert_allclose(target, np.asarray(log_alpha) + 0.01 * step, rtol=1e-5, atol=1e-6)
+  # The part every state shares moves as the plain step's does, whatever the gain.
+  plain = losses.alpha_dual_target(log_alpha, kl, 2.0, 0.01, bounds, 10.0)
+  assert float(np.mean(target - log_alpha)) == pytest.approx(float(np.mean(plain - log_alpha)), rel=1e-5)
+
+
 def test_the_tangent_kernel_is_the_jacobian_s_gram_matrix():
   alpha_net = networks.StateAlpha((16, 8), initial=10.0)
   observations = jax.random.normal(jax.random.key(0), (7, OBS))
