@@ -40,7 +40,7 @@ MAY_IMPORT = {
     "studies": {"shared", "data", "blocks", "algorithm", "collection", "run machinery"},
 }
 # What two studies share; a study imports no other study.
-STUDIES_SHARED = {"studies.outputs", "studies.run_files"}
+STUDIES_SHARED = {"studies.outputs", "studies.run_files", "studies.run_figures"}
 # Old name -> the module it is now. Entry modules only: nothing else imports them.
 OLD_NAMES = {
     "collect": "collection.collect", "sac": "collection.sac", "toys": "studies.toys",

@@ -26,7 +26,7 @@ At the end it writes, into --out (default WORKDIR):
   <env>_<recipe>.png  learning curves: IQM over seeds with a 95% CI band,
                  x = gradient updates (BRAC+'s epoch 0 is its initial policy);
   <env>_<recipe>_multiplier.png, <env>_<recipe>_critic.png  BRAC+'s constraint
-                 and critic per epoch (report's multiplier.png and critic.png).
+                 and critic per epoch (the report's multiplier.png and critic.png).
 The JSON's `diagnostics` and the table's third part give, per seed, the
 critic's correlation with the data's discounted Monte-Carlo returns (initial and
 final), its over-estimation at the last evaluation, and the dataset mean
@@ -59,9 +59,9 @@ from bracplus_jax.collection.collect import RECIPES
 from bracplus_jax.data.d4rl_source import cache_dir
 from bracplus_jax.data.identity import library_versions
 from bracplus_jax.errors import InputError
-from bracplus_jax.studies import report
 from bracplus_jax.studies.outputs import markdown_table
-from bracplus_jax.studies.run_files import per_epoch, read_records
+from bracplus_jax.studies.run_figures import critic_figure, multiplier_figure
+from bracplus_jax.studies.run_files import last_third, per_epoch, read_records, read_run, with_start
 
 METHODS = ("bc", "brac_plus")
 METHOD_LABELS = {"bc": "BC", "brac_plus": "BRAC+"}
@@ -188,7 +188,7 @@ def run_diagnostics(run_dir: str) -> dict[str, Any]:
   records = read_records(run_dir)
   result: dict[str, Any] = {}
   for metric in ("q_mc_correlation", "q_mc_mean_error"):
-    epochs, values = report.with_start(records, metric, "critic_init")
+    epochs, values = with_start(records, metric, "critic_init")
     if epochs.size and epochs[0] == 0:
       result[f"initial_critic_{metric}"] = _seed_values(values[0])
     if epochs.size:
@@ -201,7 +201,7 @@ def run_diagnostics(run_dir: str) -> dict[str, Any]:
     last = epochs > 2 * epochs.max() / 3
     result["last_third_epochs"] = [int(epochs[last].min()), int(epochs[last].max())]
     result["last_third_kl_over_threshold"] = _seed_values(
-        report.last_third(records, "dataset_kl_over_threshold"))
+        last_third(records, "dataset_kl_over_threshold"))
     result["last_third_share_above_1_2x"] = _seed_values(np.nanmean(share[last], axis=0))
     result["last_third_max_share_above_1_2x"] = _seed_values(np.nanmax(share[last], axis=0))
   return result
@@ -431,9 +431,9 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
   for recipe, entry in results["recipes"].items():
     figure = curves_figure(env, recipe, entry)
     figure.savefig(f"{stem}_{recipe}.png", dpi=120)
-    run = report.read_run(f"{recipe} BRAC+", os.path.join(workdir, recipe, "brac_plus"))
-    report.multiplier_figure([run]).savefig(f"{stem}_{recipe}_multiplier.png", dpi=100)
-    report.critic_figure([run]).savefig(f"{stem}_{recipe}_critic.png", dpi=100)
+    run = read_run(f"{recipe} BRAC+", os.path.join(workdir, recipe, "brac_plus"))
+    multiplier_figure([run]).savefig(f"{stem}_{recipe}_multiplier.png", dpi=100)
+    critic_figure([run]).savefig(f"{stem}_{recipe}_critic.png", dpi=100)
   print("\n" + table + "\n" + last_third_table(results) + "\n" + critic_and_constraint + "\n"
         + criteria_table(results))
   print(f"results: {stem}.json, {stem}.md, {stem}_<recipe>.png, {stem}_<recipe>_multiplier.png, "

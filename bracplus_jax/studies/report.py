@@ -41,20 +41,20 @@ folder is never overwritten.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import Any, NamedTuple, Optional
+from typing import Any
 
 from absl import app, flags
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 import numpy as np
 
 from bracplus_jax.cli import exits_cleanly_on_input_errors
 from bracplus_jax.errors import InputError
 from bracplus_jax.studies.outputs import markdown_table, mean_std, new_file_paths, png_bytes, write_new_file
-from bracplus_jax.studies.run_files import ABLATION_RESULTS, DIAGNOSTICS_FILE, per_epoch, read_records, result_row
+from bracplus_jax.studies.run_figures import color, critic_figure, integer_epochs, mean_and_band, multiplier_figure
+from bracplus_jax.studies.run_files import (
+    ABLATION_RESULTS, DIAGNOSTICS_FILE, Run, last_third, per_epoch, read_json, read_run, result_row, with_start)
 
 SCORES_FIGURE = "scores.png"
 Q_FIGURE = "q_values.png"
@@ -68,25 +68,9 @@ BOOTSTRAP_RESAMPLES = 2000
 HISTOGRAM_BINS = 60
 
 
-class Run(NamedTuple):
-  label: str
-  run_dir: str
-  records: list[dict[str, Any]]  # metrics.jsonl
-  summary: Optional[dict[str, Any]]  # summary.json; None while a run has not finished
-  diagnostics: Optional[dict[str, np.ndarray]]  # diagnostics.npz
-
-
 # ---------------------------------------------------------------------------
 # Reading runs
 # ---------------------------------------------------------------------------
-
-
-def _read_json(path: str) -> Any:
-  try:
-    with open(path) as file:
-      return json.load(file)
-  except (OSError, json.JSONDecodeError) as error:
-    raise InputError(f"{path}: cannot be read ({error})") from error
 
 
 def run_directories(paths: list[str]) -> list[tuple[str, str]]:
@@ -98,7 +82,7 @@ def run_directories(paths: list[str]) -> list[tuple[str, str]]:
     if os.path.isfile(os.path.join(path, "config.json")):
       found.append((os.path.basename(path), path))
     elif os.path.isfile(ablation):
-      for row in _read_json(ablation)["variants"]:
+      for row in read_json(ablation)["variants"]:
         found.append((row["variant"], os.path.join(path, os.path.basename(row["run_dir"]))))
     else:
       raise InputError(f"{path}: neither a run directory (config.json) nor an ablation "
@@ -107,18 +91,6 @@ def run_directories(paths: list[str]) -> list[tuple[str, str]]:
   # Two runs of the same name (the same variant of two ablations, say) keep their parent's name.
   return [(f"{os.path.basename(os.path.dirname(run_dir))}/{label}" if labels.count(label) > 1
            else label, run_dir) for label, run_dir in found]
-
-
-def read_run(label: str, run_dir: str) -> Run:
-  records = read_records(run_dir)
-  summary_path = os.path.join(run_dir, "summary.json")
-  summary = _read_json(summary_path) if os.path.isfile(summary_path) else None
-  diagnostics_path = os.path.join(run_dir, DIAGNOSTICS_FILE)
-  diagnostics = None
-  if os.path.isfile(diagnostics_path):
-    with np.load(diagnostics_path) as arrays:
-      diagnostics = {name: arrays[name] for name in arrays.files}
-  return Run(label, run_dir, records, summary, diagnostics)
 
 
 def sweep_points(run: Run) -> list[Run]:
@@ -165,8 +137,8 @@ def sweep_figure(run: Run) -> Figure:
       mean = np.array([p["mean"] for p in line])
       bands = np.array([bootstrap_interval(p["scores"]) for p in line])
       label = ", ".join(f"{path.rpartition('.')[2]}={value:g}" for path, value in zip(others, setting))
-      axes.plot(x, mean, color=_color(index), marker="o", label=label or f"{len(line[0]['scores'])} seeds")
-      axes.fill_between(x, bands[:, 0], bands[:, 1], color=_color(index), alpha=0.2, linewidth=0)
+      axes.plot(x, mean, color=color(index), marker="o", label=label or f"{len(line[0]['scores'])} seeds")
+      axes.fill_between(x, bands[:, 0], bands[:, 1], color=color(index), alpha=0.2, linewidth=0)
     champion = points[best]
     axes.plot([champion["values"][field]], [champion["mean"]], marker="*", markersize=16, color="gold",
               markeredgecolor="black", linestyle="none", label=f"best: {champion['label']}")
@@ -197,21 +169,6 @@ def q_curve(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------
 
 
-def _integer_epochs(axes) -> None:
-  axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def _color(index: int) -> str:
-  return f"C{index % 10}"
-
-
-def _mean_and_band(axes, epochs: np.ndarray, values: np.ndarray, color: str, label: str) -> None:
-  mean, std = np.nanmean(values, axis=1), np.nanstd(values, axis=1)
-  axes.plot(epochs, mean, color=color, marker="o", markersize=3,
-            label=f"{label} ({values.shape[1]} seeds)")
-  axes.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-
-
 def scores_figure(runs: list[Run]) -> Figure:
   """Fig. 2: evaluation score over training, mean and std over seeds, one line per run."""
   metric = score_metric(runs)
@@ -220,10 +177,10 @@ def scores_figure(runs: list[Run]) -> Figure:
   for index, run in enumerate(runs):
     epochs, values = per_epoch(run.records, "eval", metric)
     if epochs.size:
-      _mean_and_band(axes, epochs, values, _color(index), run.label)
+      mean_and_band(axes, epochs, values, color(index), run.label)
   ylabel = "D4RL-normalised score" if metric == "normalized_score" else "return"
   axes.set(xlabel="epoch", ylabel=ylabel, title=f"Evaluation {ylabel}: mean +- std over seeds")
-  _integer_epochs(axes)
+  integer_epochs(axes)
   axes.legend(fontsize="small")
   return figure
 
@@ -235,10 +192,10 @@ def q_figure(runs: list[Run]) -> Figure:
   for index, run in enumerate(runs):
     epochs, values = q_curve(run.records)
     if epochs.size:
-      _mean_and_band(axes, epochs, values, _color(index), run.label)
+      mean_and_band(axes, epochs, values, color(index), run.label)
   axes.set(xlabel="epoch (0: the initial critic)", ylabel="mean Q(s, a) at dataset actions",
            title="Average Q value over training: mean +- std over seeds")
-  _integer_epochs(axes)
+  integer_epochs(axes)
   axes.legend(fontsize="small")
   return figure
 
@@ -277,7 +234,7 @@ def kl_histogram_figure(runs: list[Run]) -> Figure:
   for index, (axes, run) in enumerate(zip(panels, runs)):
     divergence, eps_kl = run.diagnostics["divergence"], run.diagnostics["kl_threshold"]
     above = ", ".join(f"{100 * v:.0f}%" for v in np.mean(divergence > eps_kl[:, None], axis=1))
-    axes.hist(divergence.ravel(), bins=bins, color=_color(index), alpha=0.8,
+    axes.hist(divergence.ravel(), bins=bins, color=color(index), alpha=0.8,
               label=f"{run.label}: {divergence.shape[1]} states x {divergence.shape[0]} seeds; "
                     f"above eps_KL, per seed: {above}")
     for seed, value in enumerate(eps_kl):
@@ -310,7 +267,7 @@ def ood_figure(runs: list[Run]) -> Figure:
     bins, logarithmic = histogram_bins(nonempty, logarithmic=True)
     for index, (run, values) in enumerate(zip(runs, norms)):
       if values.size:
-        axes.hist(values, bins=bins, histtype="step", linewidth=1.5, color=_color(index),
+        axes.hist(values, bins=bins, histtype="step", linewidth=1.5, color=color(index),
                   label=f"{run.label}: median {np.median(values):.3g} ({values.size} actions)")
     if logarithmic:
       axes.set_xscale("log")
@@ -328,82 +285,6 @@ def ood_figure(runs: list[Run]) -> Figure:
 
 def has_metric(runs: list[Run], phase: str, metric: str) -> bool:
   return any(metric in r for run in runs for r in run.records if r["phase"] == phase)
-
-
-def with_start(records: list[dict[str, Any]], metric: str, start_phase: str) -> tuple[np.ndarray, np.ndarray]:
-  """A metric per epoch and seed, with its value after `start_phase` as epoch 0 where logged."""
-  epochs, values = per_epoch(records, "epoch", metric)
-  initial = [r for r in records if r["phase"] == start_phase and metric in r]
-  if initial and values.size:
-    start = np.full((1, values.shape[1]), np.nan)
-    for r in initial:
-      start[0, r["seed_index"]] = float(r[metric])
-    epochs, values = np.concatenate([[0], epochs]), np.concatenate([start, values])
-  return epochs, values
-
-
-def multiplier_figure(runs: list[Run]) -> Figure:
-  """The constraint per epoch: mean KL(s) / eps_KL and the share of states above 1.2 eps_KL;
-  alpha(s) among the states above eps_KL (solid) and at or below it (dashed)."""
-  figure = Figure(figsize=(12.0, 4.5), layout="constrained")
-  kl_axes, alpha_axes = figure.subplots(1, 2)
-  share_axes = kl_axes.twinx()
-  for index, run in enumerate(runs):
-    color = _color(index)
-    epochs, ratio = with_start(run.records, "dataset_kl_over_threshold", "start_rl")
-    if epochs.size:
-      _mean_and_band(kl_axes, epochs, ratio, color, f"{run.label}: mean KL / eps_KL")
-      _, share = with_start(run.records, "dataset_kl_violation_fraction_1_2x", "start_rl")
-      share_axes.plot(epochs, np.nanmean(share, axis=1), color=color, linestyle=":",
-                      label=f"{run.label}: share > 1.2 eps_KL")
-    for metric, style, where in (("dataset_alpha_above_threshold", "-", "KL(s) > eps_KL"),
-                                 ("dataset_alpha_below_threshold", "--", "KL(s) <= eps_KL")):
-      epochs, alpha = with_start(run.records, metric, "start_rl")
-      if epochs.size:
-        alpha_axes.plot(epochs, np.nanmean(alpha, axis=1), color=color, linestyle=style,
-                        marker="o", markersize=3, label=f"{run.label}: {where}")
-  kl_axes.axhline(1.0, color="0.3", linewidth=1)
-  kl_axes.axhline(1.2, color="0.3", linewidth=1, linestyle="--")
-  kl_axes.set(xlabel="epoch (0: the initial policy)", ylabel="dataset mean KL(s) / eps_KL (mean +- std)",
-              title="The constraint over every dataset state")
-  share_axes.set_ylabel("share of states with KL(s) > 1.2 eps_KL (dotted)")
-  share_axes.set_ylim(0.0, 1.0)
-  alpha_axes.set(xlabel="epoch (0: the initial policy)", ylabel="mean alpha(s) (mean over seeds)",
-                 yscale="log", title="alpha(s): where KL(s) > eps_KL (solid), elsewhere (dashed)")
-  for axes in (kl_axes, alpha_axes):
-    _integer_epochs(axes)
-    axes.legend(fontsize="x-small", loc="upper left")
-  share_axes.legend(fontsize="x-small", loc="upper right")
-  return figure
-
-
-def critic_figure(runs: list[Run]) -> Figure:
-  """Whether the critic can be trusted: its fit to the data's Monte-Carlo returns per epoch,
-  and its over-estimation of the evaluated policy's discounted return from s0."""
-  figure = Figure(figsize=(12.0, 4.5), layout="constrained")
-  fit_axes, over_axes = figure.subplots(1, 2)
-  for index, run in enumerate(runs):
-    epochs, values = with_start(run.records, "q_mc_correlation", "critic_init")
-    if epochs.size:
-      _mean_and_band(fit_axes, epochs, values, _color(index), run.label)
-    epochs, values = per_epoch(run.records, "eval", "q_overestimation")
-    if epochs.size:
-      _mean_and_band(over_axes, epochs, values, _color(index), run.label)
-  over_axes.axhline(0.0, color="0.3", linewidth=1)
-  fit_axes.set(xlabel="epoch (0: the initial critic)", ylabel="corr(min_j Q_j(s, a), Monte-Carlo return)",
-               title="Critic against the data's discounted returns")
-  over_axes.set(xlabel="epoch", ylabel="Q(s0, a0) - discounted return from s0",
-                title="Over-estimation at evaluation (training reward units)")
-  for axes in (fit_axes, over_axes):
-    _integer_epochs(axes)
-    axes.legend(fontsize="small")
-  return figure
-
-
-def last_third(records: list[dict[str, Any]], metric: str) -> np.ndarray:
-  """Each seed's mean of an epoch metric over the last third of the epochs [seeds]."""
-  epochs, values = per_epoch(records, "epoch", metric)
-  return np.nanmean(values[epochs > 2 * epochs.max() / 3], axis=0) if epochs.size else np.array([])
 
 
 def _final_mean(records: list[dict[str, Any]], metric: str) -> str:

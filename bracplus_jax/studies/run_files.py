@@ -1,11 +1,12 @@
-"""What the studies read back from run directories: metrics per epoch and seed, a run's final
-results from its summary, and the names of the files one study leaves for another."""
+"""What the studies read back from run directories: a run's files as one `Run`, metrics per
+epoch and seed (with the start-up phase's value as epoch 0, or over the last third), a run's
+final results from its summary, and the names of the files one study leaves for another."""
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -46,3 +47,49 @@ def result_row(name: str, summary: dict[str, Any]) -> dict[str, Any]:
       row[f"{metric}_std"] = summary[f"{metric}_std"]
       row[metric] = summary[metric]
   return row
+
+
+class Run(NamedTuple):
+  label: str
+  run_dir: str
+  records: list[dict[str, Any]]  # metrics.jsonl
+  summary: Optional[dict[str, Any]]  # summary.json; None while a run has not finished
+  diagnostics: Optional[dict[str, np.ndarray]]  # diagnostics.npz
+
+
+def read_json(path: str) -> Any:
+  try:
+    with open(path) as file:
+      return json.load(file)
+  except (OSError, json.JSONDecodeError) as error:
+    raise InputError(f"{path}: cannot be read ({error})") from error
+
+
+def read_run(label: str, run_dir: str) -> Run:
+  records = read_records(run_dir)
+  summary_path = os.path.join(run_dir, "summary.json")
+  summary = read_json(summary_path) if os.path.isfile(summary_path) else None
+  diagnostics_path = os.path.join(run_dir, DIAGNOSTICS_FILE)
+  diagnostics = None
+  if os.path.isfile(diagnostics_path):
+    with np.load(diagnostics_path) as arrays:
+      diagnostics = {name: arrays[name] for name in arrays.files}
+  return Run(label, run_dir, records, summary, diagnostics)
+
+
+def with_start(records: list[dict[str, Any]], metric: str, start_phase: str) -> tuple[np.ndarray, np.ndarray]:
+  """A metric per epoch and seed, with its value after `start_phase` as epoch 0 where logged."""
+  epochs, values = per_epoch(records, "epoch", metric)
+  initial = [r for r in records if r["phase"] == start_phase and metric in r]
+  if initial and values.size:
+    start = np.full((1, values.shape[1]), np.nan)
+    for r in initial:
+      start[0, r["seed_index"]] = float(r[metric])
+    epochs, values = np.concatenate([[0], epochs]), np.concatenate([start, values])
+  return epochs, values
+
+
+def last_third(records: list[dict[str, Any]], metric: str) -> np.ndarray:
+  """Each seed's mean of an epoch metric over the last third of the epochs [seeds]."""
+  epochs, values = per_epoch(records, "epoch", metric)
+  return np.nanmean(values[epochs > 2 * epochs.max() / 3], axis=0) if epochs.size else np.array([])
