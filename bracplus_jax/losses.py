@@ -513,8 +513,10 @@ def alpha_dual_target(
   g = 1 is the plain step; g near N / B gives every state the paper's rate.
   """
   relative_violation = jnp.clip((kl - kl_threshold) / kl_threshold, -1.0, max_violation)
-  mean_violation = jnp.mean(relative_violation)
-  step = mean_violation + state_gain * (relative_violation - mean_violation)
+  step = relative_violation
+  if state_gain != 1.0:  # the plain step exactly as before, not up to rounding
+    mean_violation = jnp.mean(relative_violation)
+    step = mean_violation + state_gain * (relative_violation - mean_violation)
   target = jnp.clip(log_alpha + step_size * step, *log_alpha_bounds)
   return jax.lax.stop_gradient(target)
 
