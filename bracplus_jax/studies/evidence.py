@@ -61,7 +61,7 @@ from bracplus_jax.data.identity import library_versions
 from bracplus_jax.errors import InputError
 from bracplus_jax.studies.outputs import markdown_table
 from bracplus_jax.studies.run_figures import critic_figure, multiplier_figure
-from bracplus_jax.studies.run_files import last_third, per_epoch, read_records, read_run, with_start
+from bracplus_jax.studies.run_files import in_last_third, last_third, per_epoch, read_records, read_run, with_start
 
 METHODS = ("bc", "brac_plus")
 METHOD_LABELS = {"bc": "BC", "brac_plus": "BRAC+"}
@@ -164,7 +164,7 @@ def last_third_scores(curve: dict[str, Any]) -> tuple[list[float], list[int]]:
   a steadier figure than the last evaluation alone where the policy's score swings between
   evaluations."""
   updates = np.asarray(curve["updates"])
-  last = updates > 2 * updates.max() / 3
+  last = in_last_third(updates)
   means = np.mean(np.asarray(curve["scores"], float)[last], axis=0)
   return [float(v) for v in means], [int(u) for u in updates[last]]
 
@@ -198,7 +198,7 @@ def run_diagnostics(run_dir: str) -> dict[str, Any]:
     result["final_q_overestimation"] = _seed_values(values[-1])
   epochs, share = per_epoch(records, "epoch", "dataset_kl_violation_fraction_1_2x")
   if epochs.size:
-    last = epochs > 2 * epochs.max() / 3
+    last = in_last_third(epochs)
     result["last_third_epochs"] = [int(epochs[last].min()), int(epochs[last].max())]
     result["last_third_kl_over_threshold"] = _seed_values(
         last_third(records, "dataset_kl_over_threshold"))
@@ -227,6 +227,14 @@ def _format_interval(entry: dict[str, Any], name: str) -> str:
   return f"{entry[name]:.1f} [{low:.1f}, {high:.1f}]"
 
 
+def _format_improvement(improvement: dict[str, Any]) -> str:
+  return f"{improvement['point']:.2f} [{improvement['ci'][0]:.2f}, {improvement['ci'][1]:.2f}]"
+
+
+def _seed_list(scores: list[float]) -> str:
+  return ", ".join(f"{v:.1f}" for v in scores)
+
+
 def results_table(results: dict[str, Any]) -> str:
   header = ["recipe", "data's mean", "BC IQM [95% CI]", "BRAC+ IQM [95% CI]", "BC mean",
             "BRAC+ mean", "P(BRAC+ > BC) [95% CI]", "per-seed BC", "per-seed BRAC+"]
@@ -237,9 +245,8 @@ def results_table(results: dict[str, Any]) -> str:
     rows.append([
         recipe, f"{entry['dataset_mean_normalized_score']:.1f}", _format_interval(bc, "iqm"),
         _format_interval(brac, "iqm"), _format_interval(bc, "mean"), _format_interval(brac, "mean"),
-        f"{improvement['point']:.2f} [{improvement['ci'][0]:.2f}, {improvement['ci'][1]:.2f}]",
-        ", ".join(f"{v:.1f}" for v in bc["final_normalized_scores"]),
-        ", ".join(f"{v:.1f}" for v in brac["final_normalized_scores"])])
+        _format_improvement(improvement), _seed_list(bc["final_normalized_scores"]),
+        _seed_list(brac["final_normalized_scores"])])
   return markdown_table(header, rows)
 
 
@@ -253,9 +260,8 @@ def last_third_table(results: dict[str, Any]) -> str:
     rows.append([
         recipe, ", ".join(f"{u // 1000}k" if u % 1000 == 0 else str(u) for u in window["updates"]["brac_plus"]),
         _format_interval(window["bc"], "iqm"), _format_interval(window["brac_plus"], "iqm"),
-        f"{improvement['point']:.2f} [{improvement['ci'][0]:.2f}, {improvement['ci'][1]:.2f}]",
-        ", ".join(f"{v:.1f}" for v in window["bc"]["normalized_scores"]),
-        ", ".join(f"{v:.1f}" for v in window["brac_plus"]["normalized_scores"])])
+        _format_improvement(improvement), _seed_list(window["bc"]["normalized_scores"]),
+        _seed_list(window["brac_plus"]["normalized_scores"])])
   return markdown_table(header, rows)
 
 
@@ -421,21 +427,19 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
   stem = os.path.join(out_dir, env.lower())
   with open(f"{stem}.json", "w") as file:
     json.dump(results, file, indent=2, default=list)
-  table = results_table(results)
-  critic_and_constraint = diagnostics_table(results)
+  table, window_table, critic_and_constraint, targets = (
+      results_table(results), last_third_table(results), diagnostics_table(results), criteria_table(results))
   with open(f"{stem}.md", "w") as file:
     file.write(table + "\nEach seed's mean over the evaluations of the last third of training:\n\n"
-               + last_third_table(results)
-               + "\nBRAC+'s critic and constraint, per seed:\n\n" + critic_and_constraint
-               + "\nWhat BRAC+ must show on each kind of data:\n\n" + criteria_table(results))
+               + window_table + "\nBRAC+'s critic and constraint, per seed:\n\n" + critic_and_constraint
+               + "\nWhat BRAC+ must show on each kind of data:\n\n" + targets)
   for recipe, entry in results["recipes"].items():
     figure = curves_figure(env, recipe, entry)
     figure.savefig(f"{stem}_{recipe}.png", dpi=120)
     run = read_run(f"{recipe} BRAC+", os.path.join(workdir, recipe, "brac_plus"))
     multiplier_figure([run]).savefig(f"{stem}_{recipe}_multiplier.png", dpi=100)
     critic_figure([run]).savefig(f"{stem}_{recipe}_critic.png", dpi=100)
-  print("\n" + table + "\n" + last_third_table(results) + "\n" + critic_and_constraint + "\n"
-        + criteria_table(results))
+  print("\n" + table + "\n" + window_table + "\n" + critic_and_constraint + "\n" + targets)
   print(f"results: {stem}.json, {stem}.md, {stem}_<recipe>.png, {stem}_<recipe>_multiplier.png, "
         f"{stem}_<recipe>_critic.png")
   return results

@@ -89,7 +89,12 @@ def with_start(records: list[dict[str, Any]], metric: str, start_phase: str) -> 
   return epochs, values
 
 
+def in_last_third(steps: np.ndarray) -> np.ndarray:
+  """Which of the epochs (or updates) [E] lie in the last third of training: a mask [E]."""
+  return steps > 2 * steps.max() / 3
+
+
 def last_third(records: list[dict[str, Any]], metric: str) -> np.ndarray:
   """Each seed's mean of an epoch metric over the last third of the epochs [seeds]."""
   epochs, values = per_epoch(records, "epoch", metric)
-  return np.nanmean(values[epochs > 2 * epochs.max() / 3], axis=0) if epochs.size else np.array([])
+  return np.nanmean(values[in_last_third(epochs)], axis=0) if epochs.size else np.array([])
