@@ -324,7 +324,8 @@ class BRACPlus:
     # Runs saved before these options go on with the step they began with.
     fit = algo.get("alpha_dual_fit", "line_search")
     max_violation = algo.get("alpha_dual_max_violation", 1.0)
-    state_gain = algo.get("alpha_dual_state_gain", 1.0)
+    state_gain = (state.hyper["alpha_dual_state_gain"] if "alpha_dual_state_gain" in state.hyper
+                  else algo.get("alpha_dual_state_gain", 1.0))
     log_alpha_of = lambda params: train_state.apply_fn(params, observations, method="log_alpha")  # noqa: E731
     log_alpha, linearized = jax.linearize(log_alpha_of, train_state.params)
     log_bounds = (math.log(algo.alpha_min), math.log(algo.alpha_max))

@@ -489,7 +489,7 @@ def alpha_dual_target(
     step_size: float,
     log_alpha_bounds: tuple[float, float],
     max_violation: float = 1.0,
-    state_gain: float = 1.0,
+    state_gain: jax.Array | float = 1.0,
 ) -> jax.Array:
   """The state-wise dual step of Alg. 1 line 8, taken in log space and projected onto bounds.
 
@@ -513,10 +513,9 @@ def alpha_dual_target(
   g = 1 is the plain step; g near N / B gives every state the paper's rate.
   """
   relative_violation = jnp.clip((kl - kl_threshold) / kl_threshold, -1.0, max_violation)
-  step = relative_violation
-  if state_gain != 1.0:  # the plain step exactly as before, not up to rounding
-    mean_violation = jnp.mean(relative_violation)
-    step = mean_violation + state_gain * (relative_violation - mean_violation)
+  # = mean(v) + g (v - mean(v)), written so that g = 1 gives v itself, bit for bit.
+  departure = relative_violation - jnp.mean(relative_violation)
+  step = relative_violation + (state_gain - 1.0) * departure
   target = jnp.clip(log_alpha + step_size * step, *log_alpha_bounds)
   return jax.lax.stop_gradient(target)
 

@@ -31,6 +31,7 @@ SWEEPABLE = {
     "kl_margin": ("divergence", "kl", "it is eps_KL's margin for divergence 'kl'"),
     "mmd_margin": ("divergence", "mmd", "it is eps_KL's margin for divergence 'mmd'"),
     "alpha_dual_step": ("alpha", "state", "it is the state-wise alpha(s)'s dual step"),
+    "alpha_dual_state_gain": ("alpha", "state", "it scales the state-wise alpha(s)'s dual step"),
     "alpha_init": None, "entropy_init": None, "gamma": None, "tau": None,
     "target_entropy": None,
     "target_entropy_offset": ("target_entropy", None, "it shifts the H0 rule used when target_entropy is None"),

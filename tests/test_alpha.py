@@ -78,6 +78,32 @@ def test_the_state_gain_scales_each_state_s_departure_from_the_batch_mean(gain):
   # The part every state shares moves as the plain step's does, whatever the gain.
   plain = losses.alpha_dual_target(log_alpha, kl, 2.0, 0.01, bounds, 10.0)
   assert float(np.mean(target - log_alpha)) == pytest.approx(float(np.mean(plain - log_alpha)), rel=1e-5)
+  if gain == 1.0:  # the plain step itself, bit for bit, as a traced (swept) gain too
+    expected = np.asarray(log_alpha) + np.float32(0.01) * np.minimum(
+        (np.asarray(kl) - np.float32(2.0)) / np.float32(2.0), np.float32(10.0))
+    traced = jax.jit(lambda g: losses.alpha_dual_target(log_alpha, kl, 2.0, 0.01, bounds, 10.0, g))(
+        jnp.float32(1.0))
+    np.testing.assert_array_equal(traced, plain)
+    np.testing.assert_allclose(plain, expected, rtol=1e-6)
+
+
+def test_a_swept_state_gain_takes_the_same_dual_step_as_the_configured_one():
+  observations, _ = two_class_states(64)
+  kl = jnp.where(jnp.arange(64) % 8 == 0, 9.0, 0.8)  # one state in 8 far over eps_KL = 1
+  steps = {}
+  for name, algorithm, hyper in (
+      ("configured", dual_algorithm(alpha_dual_state_gain=30.0), None),
+      ("swept", learner.BRACPlus(dual_algorithm().algo, OBS, 1, swept=("alpha_dual_state_gain",)),
+       {"alpha_dual_state_gain": 30.0}),
+      ("plain", dual_algorithm(), None)):
+    state = algorithm.init(jax.random.key(0), hyper).replace(kl_threshold=jnp.asarray(1.0))
+    _, dual_step = algorithm.alpha_dual(state, observations, kl)
+    alpha_state, _ = dual_step()
+    steps[name] = np.log(np.asarray(alpha_state.apply_fn(alpha_state.params, observations)) / 10.0)
+  np.testing.assert_allclose(steps["swept"], steps["configured"], rtol=1e-4, atol=1e-6)
+  # The gain widens the gap between the violating states and the rest 30-fold.
+  gap = {name: step[::8].mean() - np.delete(step, np.s_[::8]).mean() for name, step in steps.items()}
+  assert gap["configured"] == pytest.approx(30.0 * gap["plain"], rel=0.05)
 
 
 def test_the_tangent_kernel_is_the_jacobian_s_gram_matrix():
