@@ -95,7 +95,7 @@ def test_a_swept_state_gain_takes_the_same_dual_step_as_the_configured_one():
       ("configured", dual_algorithm(alpha_dual_state_gain=30.0), None),
       ("swept", learner.BRACPlus(dual_algorithm().algo, OBS, 1, swept=("alpha_dual_state_gain",)),
        {"alpha_dual_state_gain": 30.0}),
-      ("plain", dual_algorithm(), None)):
+      ("plain", dual_algorithm(alpha_dual_state_gain=1.0), None)):
     state = algorithm.init(jax.random.key(0), hyper).replace(kl_threshold=jnp.asarray(1.0))
     _, dual_step = algorithm.alpha_dual(state, observations, kl)
     alpha_state, _ = dual_step()
