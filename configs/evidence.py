@@ -7,7 +7,7 @@ recipe's dataset and the released code's KL margin for it (configs/base.py's
 table: 3.0 for mixed, the env's medium margin, 0.2 for medium_expert). Where a
 setting differs from the paper's (configs/base.py keeps those, for GPU runs),
 it is so that the whole comparison, three recipes with 4 vmapped seeds each,
-reruns in about 70 minutes on a 2-core CPU (71 min 16 s measured, README
+reruns in about 80 minutes on a 2-core CPU (78 min 25 s measured, README
 "Results"), at a budget where BRAC+ has learned
 and its critic has been fit (README, "The constraint, the critic and the budget"):
   * networks 2 x 256 everywhere (the released code's), not the paper's 3 x 512
