@@ -202,6 +202,7 @@ def one_step_config(regularised: bool):
   config.algo.policy_lr = 3e-3
   config.algo.critic_lr = 3e-3
   config.algo.kl_margin = 1.0
+  config.algo.alpha_dual_state_gain = 1.0  # N / B = 31 here: the default 30 over-constrains (below)
   if not regularised:
     # No divergence penalty, no gradient penalty: a plain actor-critic on the same data.
     config.algo.alpha = "global"
@@ -263,9 +264,9 @@ def two_class_dataset(tmp_path_factory):
 TWO_CLASS_SEEDS = 4
 
 
-def two_class_kl_ratios(dataset, classes, alpha):
+def two_class_kl_ratios(dataset, classes, alpha, state_gain=1.0):
   config = small_config(alpha=alpha, alpha_dual_step=0.02, alpha_lr=0.05, kl_margin=2.0,
-                        policy_lr=3e-3, critic_lr=3e-3)
+                        policy_lr=3e-3, critic_lr=3e-3, alpha_dual_state_gain=state_gain)
   for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims", "alpha_hidden_dims"):
     config.algo[name] = (32, 32)
   config.batch_size = 128
@@ -286,6 +287,16 @@ def test_state_wise_alpha_holds_kl_at_its_threshold_in_both_classes_of_states(tw
   assert 0.8 < np.median(ratios[:, 0]) < 1.2, ratios
   assert 0.6 < np.median(ratios[:, 1]) < 1.2, ratios
   assert np.median(np.abs(ratios[:, 0] - ratios[:, 1])) < 0.4, ratios
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "with N / B = 31 a state gain of 30 moves each state at the paper's full rate, and KL is "
+    "held at 0.2-0.5 eps_KL in 3 of 4 seeds; likely because up-moves (relative violation up to "
+    "10) outrun down-moves (at least -1), so alpha(s) ratchets up"))
+def test_the_default_state_gain_holds_kl_at_its_threshold_where_a_batch_is_a_thirtieth_of_the_data(
+    two_class_dataset):
+  ratios = two_class_kl_ratios(*two_class_dataset, alpha="state", state_gain=30.0)
+  assert 0.8 < np.median(ratios[:, 0]) < 1.2, ratios
 
 
 def test_one_global_alpha_cannot_hold_both_classes_at_the_threshold(two_class_dataset):
