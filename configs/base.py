@@ -129,7 +129,8 @@ def algorithm_config() -> ml_collections.ConfigDict:
   # visits a state only every N / B updates (~430-780 on the Hopper files), while the part
   # all states share moves at every one (losses.alpha_dual_target). 1 is the plain step,
   # which let a quarter of the states drift above 1.2 eps_KL on mixed data; 300 pushed
-  # alpha(s) to 20-80x its start and KL to 0.2 eps_KL within 1,000 updates (README).
+  # alpha(s) to 20-80x its start and KL to 0.2 eps_KL within 1,000 updates (README). Keep it
+  # well under N / B: with N / B = 31, 30 also holds KL far under eps_KL.
   algo.alpha_dual_state_gain = 30.0
   # kernel: each batch state's log alpha(s) moves to its own target (a damped Gauss-Newton
   # step of the alpha(s) network) | line_search: one gradient step, which moves every state
