@@ -146,9 +146,12 @@ class BRACPlus:
       return released_startup_schedule(learning_rate, self.schedule_steps[name])
     return learning_rate
 
-  def value(self, state: BRACPlusState, name: str):
-    """This run's value of algo field `name`: its sweep value, or the config's."""
-    return state.hyper[name] if name in state.hyper else getattr(self.algo, name)
+  def value(self, state: BRACPlusState, name: str, saved_before=None):
+    """This run's value of algo field `name`: its sweep value, or the config's; `saved_before`
+    is the value for runs saved before the field existed."""
+    if name in state.hyper:
+      return state.hyper[name]
+    return getattr(self.algo, name) if saved_before is None else self.algo.get(name, saved_before)
 
   def _train_state(self, apply_fn, params, optimizer: str, hyper: dict[str, jax.Array]) -> TrainState:
     """A TrainState on optimiser `optimizer`, at this run's learning rate where it is swept."""
@@ -324,8 +327,7 @@ class BRACPlus:
     # Runs saved before these options go on with the step they began with.
     fit = algo.get("alpha_dual_fit", "line_search")
     max_violation = algo.get("alpha_dual_max_violation", 1.0)
-    state_gain = (state.hyper["alpha_dual_state_gain"] if "alpha_dual_state_gain" in state.hyper
-                  else algo.get("alpha_dual_state_gain", 1.0))
+    state_gain = self.value(state, "alpha_dual_state_gain", saved_before=1.0)
     log_alpha_of = lambda params: train_state.apply_fn(params, observations, method="log_alpha")  # noqa: E731
     log_alpha, linearized = jax.linearize(log_alpha_of, train_state.params)
     log_bounds = (math.log(algo.alpha_min), math.log(algo.alpha_max))
