@@ -1,6 +1,6 @@
 """walker2d medium (D4RL: walker2d-medium-v2), evaluated in gymnasium's MuJoCo v5 task."""
 
-from configs import base
+from bracplus_jax.configs import base
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """hopper medium-expert (D4RL: hopper-medium-expert-v2), evaluated in gymnasium's MuJoCo v5 task."""
 
-from configs import base
+from bracplus_jax.configs import base
 
 
 def get_config():

@@ -18,7 +18,7 @@ import os
 
 from bracplus_jax.collection.collect import RECIPES
 from bracplus_jax.data.d4rl_source import cache_dir
-from configs import base
+from bracplus_jax.configs import base
 
 
 def get_config(recipe: str = "random"):

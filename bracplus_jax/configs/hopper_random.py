@@ -1,6 +1,6 @@
 """hopper random (D4RL: hopper-random-v2), evaluated in gymnasium's MuJoCo v5 task."""
 
-from configs import base
+from bracplus_jax.configs import base
 
 
 def get_config():

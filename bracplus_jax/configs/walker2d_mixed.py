@@ -1,6 +1,6 @@
 """walker2d mixed (D4RL: walker2d-medium-replay-v2), evaluated in gymnasium's MuJoCo v5 task."""
 
-from configs import base
+from bracplus_jax.configs import base
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """Adroit door from human demonstrations (D4RL: door-human-v1), with MMD as the paper uses."""
 
-from configs import base
+from bracplus_jax.configs import base
 
 
 def get_config():

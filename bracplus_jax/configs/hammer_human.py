@@ -1,6 +1,6 @@
 """Adroit hammer from human demonstrations (D4RL: hammer-human-v1), with MMD as the paper uses."""
 
-from configs import base
+from bracplus_jax.configs import base
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """halfcheetah medium-expert (D4RL: halfcheetah-medium-expert-v2), evaluated in gymnasium's MuJoCo v5 task."""
 
-from configs import base
+from bracplus_jax.configs import base
 
 
 def get_config():

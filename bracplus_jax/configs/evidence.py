@@ -38,7 +38,7 @@ policy's learning rate (1e-3).
 
 import ml_collections
 
-from configs import hopper_local
+from bracplus_jax.configs import hopper_local
 
 
 def get_config():

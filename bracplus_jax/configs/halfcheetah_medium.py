@@ -1,6 +1,6 @@
 """halfcheetah medium (D4RL: halfcheetah-medium-v2), evaluated in gymnasium's MuJoCo v5 task."""
 
-from configs import base
+from bracplus_jax.configs import base
 
 
 def get_config():
