@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import jax  # noqa: E402
 
 from bracplus_jax import data, train  # noqa: E402
-from configs import hopper_local  # noqa: E402
+from bracplus_jax.configs import hopper_local  # noqa: E402
 
 
 def timed(function):

@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import numpy as np  # noqa: E402
 
 from bracplus_jax import data, train  # noqa: E402
-from configs import hopper_local  # noqa: E402
+from bracplus_jax.configs import hopper_local  # noqa: E402
 
 FIGURES = {"behavior": ("behavior_nll_bound",), "policy_init": ("kl",),
            "critic_init": ("q_mc_correlation", "q_mc_mean_error")}

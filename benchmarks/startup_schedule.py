@@ -23,7 +23,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bracplus_jax import data, networks, train  # noqa: E402
-from configs import hopper_local  # noqa: E402
+from bracplus_jax.configs import hopper_local  # noqa: E402
 
 REPORTED = ("behavior/behavior_nll_bound", "policy_init/kl", "policy_init/policy_entropy",
             "kl_threshold/kl_threshold")

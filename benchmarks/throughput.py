@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bracplus_jax import config as config_lib  # noqa: E402
 from bracplus_jax import learner, losses, networks  # noqa: E402
 from bracplus_jax.data.transitions import Transitions  # noqa: E402
-from configs.base import get_config, use_released_code_choices  # noqa: E402
+from bracplus_jax.configs.base import get_config, use_released_code_choices  # noqa: E402
 
 OBSERVATION_DIM, ACTION_DIM, DATASET_SIZE = 11, 3, 100_000  # hopper
 PRESETS = ("paper", "released")

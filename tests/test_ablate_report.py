@@ -183,7 +183,7 @@ def test_unknown_variant_is_one_line_before_anything_runs(tmp_path):
 
 
 def test_variants_apply_their_presets_to_a_copy():
-  from configs import base
+  from bracplus_jax.configs import base
   config = base.gym_task("hopper", "mixed")
   assert ablate.variant_config(config, "global_alpha", 3).algo.alpha == "global"
   assert ablate.variant_config(config, "no_gp", 3).algo.gp_weighting == "off"

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from configs import base  # noqa: E402
+from bracplus_jax.configs import base  # noqa: E402
 
 from bracplus_jax import envs, evaluation, experiment, networks  # noqa: E402
 from bracplus_jax.collection import collect  # noqa: E402

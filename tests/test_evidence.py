@@ -192,7 +192,7 @@ def test_brac_plus_diagnostics_come_from_its_metrics(evidence_run):
 
 
 def test_a_recipe_may_set_its_own_initial_critic_length():
-  from configs import evidence as evidence_config
+  from bracplus_jax.configs import evidence as evidence_config
   config = evidence_config.get_config()
   lengths = {recipe: evidence.recipe_config(config, "Hopper-v5", recipe, "brac_plus", 4, "/data")
              for recipe in ("mixed", "medium")}

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from configs import base, door_human, hammer_human, pen_human, relocate_human  # noqa: E402
+from bracplus_jax.configs import base, door_human, hammer_human, pen_human, relocate_human  # noqa: E402
 
 from bracplus_jax import config as config_lib  # noqa: E402
 from bracplus_jax import data, learner, losses, networks, train  # noqa: E402

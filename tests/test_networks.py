@@ -358,7 +358,7 @@ def dot_flops_by_operand_dtype(stablehlo: str) -> dict[str, float]:
 def test_bfloat16_steps_take_nearly_all_their_matmul_flops_in_bfloat16(matmul_dtype):
   """Forward products, the backward products to the inputs and the penalty's second backward
   pass run in bfloat16; weight gradients (a transposed product) and alpha(s) stay float32."""
-  from configs import base
+  from bracplus_jax.configs import base
   from bracplus_jax import learner
   config = base.get_config()
   base.use_released_code_choices(config)

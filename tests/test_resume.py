@@ -17,7 +17,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from configs import base  # noqa: E402
+from bracplus_jax.configs import base  # noqa: E402
 
 from bracplus_jax import checkpoints, evaluate, experiment  # noqa: E402
 from test_experiment import hopper_file  # noqa: E402,F401  (the module's fixture)

@@ -12,7 +12,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from configs import base  # noqa: E402
+from bracplus_jax.configs import base  # noqa: E402
 
 from bracplus_jax import experiment, sweep  # noqa: E402
 from bracplus_jax.errors import InputError  # noqa: E402

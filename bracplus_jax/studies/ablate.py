@@ -63,7 +63,7 @@ def _set_method(method: str) -> Callable[[ml_collections.ConfigDict], None]:
 
 
 def _released(config: ml_collections.ConfigDict) -> None:
-  from configs import base  # the configs package sits beside this one, as launch.py uses it
+  from bracplus_jax.configs import base  # the configs package sits beside this one, as launch.py uses it
   base.use_released_code_choices(config)
 
 

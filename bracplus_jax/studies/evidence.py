@@ -89,7 +89,7 @@ def _env_family(env: str) -> str:
 def recipe_config(config: ml_collections.ConfigDict, env: str, recipe: str, method: str,
                   num_seeds: int, data_dir: str) -> ml_collections.ConfigDict:
   """A copy of the shared config for one recipe and method: its dataset and KL margin."""
-  from configs import base  # the configs package sits beside this one, as launch.py uses it
+  from bracplus_jax.configs import base  # the configs package sits beside this one, as launch.py uses it
   config = ml_collections.ConfigDict(config.to_dict())
   # The evidence config may set the initial critic's length per recipe (configs/evidence.py);
   # the run's own config keeps only the length that applies to it.
