@@ -4,8 +4,8 @@
 
 After every epoch BRAC+ recomputes eps_GP = mean + std of KL(s) over every
 dataset state (Sec. 3.3), and the same pass gives the multiplier figures. This
-times, at configs/hopper_local.py:<recipe>'s settings (its dataset must exist:
-`python -m bracplus_jax.collect --recipe=all`), one epoch's compiled update
+times, at bracplus_jax/configs/hopper_local.py:<recipe>'s settings (its dataset must exist:
+`bracplus collect --recipe=all`), one epoch's compiled update
 blocks and the dataset pass separately, alternating, after one warm-up each,
 and prints and writes (benchmarks/results/epoch_breakdown.json) their medians
 and the pass's share of the epoch.
@@ -70,7 +70,7 @@ def main(argv=None):
     pass_s.append(timed(dataset_pass))
   result = {
       "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-      "config": f"configs/hopper_local.py:{args.recipe}", "seeds": args.seeds,
+      "config": f"hopper_local:{args.recipe}", "seeds": args.seeds,
       "steps_per_epoch": config.steps_per_epoch, "batch_size": config.batch_size,
       "dataset_states": int(observations.shape[0]), "repeats": args.repeats,
       "update_seconds": update_s, "dataset_pass_seconds": pass_s,

@@ -3,12 +3,12 @@
   python benchmarks/startup_lengths.py --recipes=medium,mixed [--seeds=2]
       [--behavior_steps=20000] [--policy_init_steps=5000] [--critic_init_steps=60000]
 
-Runs the start-up phases of configs/hopper_local.py:<recipe> at the given
+Runs the start-up phases of bracplus_jax/configs/hopper_local.py:<recipe> at the given
 lengths and records, every `--block` steps and per seed: the behaviour model's
 NLL bound, the initial policy's KL, and the initial critic's fit to the data's
 discounted Monte-Carlo returns (correlation and mean error, `train.critic_check`).
 Prints the curves and writes them (benchmarks/results/startup_lengths.json) with
-the data file's checksum. The datasets must exist (python -m bracplus_jax.collect
+the data file's checksum. The datasets must exist (bracplus collect
 --recipe=all).
 """
 

@@ -3,12 +3,12 @@
   python benchmarks/startup_schedule.py --recipes=mixed,medium [--seeds=2]
 
 Runs only the behaviour model, H0, the initial policy and eps_KL of
-configs/hopper_local.py:<recipe> (4,000 behaviour and 1,500 initial-policy
+bracplus_jax/configs/hopper_local.py:<recipe> (4,000 behaviour and 1,500 initial-policy
 steps) with `algo.startup_lr_schedule` = constant and = released, and prints
 and writes (benchmarks/results/startup_schedule.json) per seed: the behaviour
 model's NLL bound, the initial policy's KL and entropy, eps_KL, and the mean
 decoder std at z ~ N(0, I) over 4,096 dataset states. The datasets must exist
-(python -m bracplus_jax.collect --recipe=all).
+(bracplus collect --recipe=all).
 """
 
 import argparse

@@ -1,12 +1,12 @@
-"""`python -m bracplus_jax.ablate`, the ablations' command under its old name; the code is in
-`bracplus_jax.studies.ablate`, which `import bracplus_jax.ablate` also gives."""
+"""`python -m bracplus_jax.ablate` is `bracplus ablate`, the command of
+`bracplus_jax.studies.ablate`; `import bracplus_jax.ablate` gives that module itself."""
 
 import sys
 
-from bracplus_jax.cli import config_flags_parser, run_command
-from bracplus_jax.studies import ablate
+from bracplus_jax.cli import run_command
 
 if __name__ == "__main__":
-  run_command(ablate, config_flags_parser("configs/hopper_local.py"))
+  run_command("bracplus_jax.studies.ablate", "bracplus ablate")
 else:
+  from bracplus_jax.studies import ablate
   sys.modules[__name__] = ablate

@@ -1,8 +1,5 @@
-"""The collector's old name, kept for command lines and code written against it.
-
-`python -m bracplus_jax.collect` runs the command of `bracplus_jax.collection.collect`, and
-`from bracplus_jax import collect` gives that module itself.
-"""
+"""`python -m bracplus_jax.collect` is `bracplus collect`, the command of
+`bracplus_jax.collection.collect`; `from bracplus_jax import collect` gives that module itself."""
 
 import sys
 

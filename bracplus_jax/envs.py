@@ -5,7 +5,8 @@ API with Farama's `shimmy`: gym >= 0.26 through `GymV26CompatibilityV0`, older
 gym (done flags, `seed()`) through `GymV21CompatibilityV0`. When `<id>` is not
 registered and `d4rl` is installed, d4rl is imported first, so its ids
 (`gym:hopper-medium-v2`, `gym:pen-human-v1`) work too. Both packages are
-optional: `pip install -e ".[gym]"` or `".[d4rl]"`.
+optional: `pip install "bracplus-jax[gym]"` or `"bracplus-jax[d4rl]"`. Adroit's tasks
+(`AdroitHand*`) come from gymnasium-robotics, `pip install "bracplus-jax[adroit]"`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Optional
 
 import gymnasium
 
+from bracplus_jax import extras
 from bracplus_jax.errors import InputError
 
 GYM_PREFIX = "gym:"
+ADROIT_PREFIX = "AdroitHand"  # gymnasium-robotics' Adroit tasks
 
 
 def is_gym_id(env_id: str) -> bool:
@@ -40,7 +43,7 @@ def _import_gym(env_id: str):
   if missing:
     raise InputError(
         f"environment '{env_id}' needs the optional package(s) {', '.join(missing)}: "
-        "pip install -e \".[gym]\" (or \".[d4rl]\" for D4RL's tasks)")
+        f"{extras.install_hint('gym')} (or {extras.install_hint('d4rl')} for D4RL's tasks)")
   return importlib.import_module("gym")
 
 
@@ -83,12 +86,12 @@ def make(env_id: str, max_episode_steps: Optional[int] = None, **kwargs) -> gymn
   """A gymnasium env for a gymnasium id or a `gym:<id>`; InputError when no package knows the id."""
   if is_gym_id(env_id):
     return _make_gym_env(env_id, max_episode_steps, **kwargs)
+  if env_id.startswith(ADROIT_PREFIX):  # registered with gymnasium by importing the package
+    extras.import_optional("gymnasium_robotics", f"environment '{env_id}'")
   try:
     return gymnasium.make(env_id, max_episode_steps=max_episode_steps, **kwargs)
   except gymnasium.error.Error as error:
-    hint = ("; Adroit tasks need `pip install gymnasium-robotics`"
-            if env_id.startswith("AdroitHand") else "")
-    raise InputError(f"environment '{env_id}' is unknown to gymnasium ({error}){hint}") from error
+    raise InputError(f"environment '{env_id}' is unknown to gymnasium ({error})") from error
 
 
 def spaces(env_id: str) -> tuple[gymnasium.Space, gymnasium.Space]:

@@ -1,6 +1,6 @@
-"""python -m bracplus_jax.evaluate <run dir>: evaluate a saved run's policies again.
+"""bracplus evaluate <run dir>: evaluate a saved run's policies again.
 
-  python -m bracplus_jax.evaluate runs/hopper_mixed-20261125 [--episodes=10] [--mode=best_of_q]
+  bracplus evaluate runs/hopper_mixed-20261125 [--episodes=10] [--mode=best_of_q]
       [--video=episode.mp4]
 
 Restores the run's last checkpoint, runs every seed's policy in the run's
@@ -15,12 +15,12 @@ import json
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 import ml_collections
 import numpy as np
 
 from bracplus_jax import checkpoints, data, envs, evaluation, sweep, train
-from bracplus_jax.cli import exits_cleanly_on_input_errors
+from bracplus_jax.cli import exits_cleanly_on_input_errors, run_command
 from bracplus_jax.errors import InputError
 
 FLAGS = flags.FLAGS
@@ -79,5 +79,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  run_command(sys.modules[__name__])

@@ -1,12 +1,12 @@
-"""The evidence command and module under their old name, `bracplus_jax.evidence`, for command
-lines, scripts and the README; they live in `bracplus_jax.studies.evidence`."""
+"""`python -m bracplus_jax.evidence` is `bracplus evidence`, the command of
+`bracplus_jax.studies.evidence`; `import bracplus_jax.evidence` gives that module itself."""
 
 import sys
 
-from bracplus_jax.cli import config_flags_parser, run_command
-from bracplus_jax.studies import evidence
+from bracplus_jax.cli import run_command
 
 if __name__ == "__main__":
-  run_command(evidence, config_flags_parser("configs/evidence.py"))
+  run_command("bracplus_jax.studies.evidence", "bracplus evidence")
 else:
+  from bracplus_jax.studies import evidence
   sys.modules[__name__] = evidence

@@ -20,7 +20,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from bracplus_jax import checkpoints, data, envs, evaluation, run_log, sweep, train
+from bracplus_jax import checkpoints, data, envs, evaluation, files, run_log, sweep, train
 from bracplus_jax import config as config_lib
 from bracplus_jax.collection import collect
 from bracplus_jax.errors import InputError, RunError
@@ -81,12 +81,9 @@ def make_dataset_if_missing(config: ml_collections.ConfigDict) -> None:
 
 
 def write_json_atomically(path: str, value: Any) -> None:
-  """Writes JSON beside `path` and renames it into place: a run killed while writing leaves
+  """Writes JSON atomically (`files.write_json_atomically`): a run killed while writing leaves
   the old file or none, never half of one that a resume cannot read."""
-  partial = f"{path}.partial"
-  with open(partial, "w") as file:
-    json.dump(value, file, indent=2, default=list)
-  os.replace(partial, path)
+  files.write_json_atomically(path, value, default=list)
 
 
 def _non_finite(metrics: dict[str, np.ndarray]) -> Optional[tuple[str, int, float]]:
@@ -110,6 +107,7 @@ class Experiment:
                progress: bool = True):
     if not resume:  # a bad config makes no run directory
       config_lib.validate(config)
+      run_log.require_wandb(config.wandb.mode)
     self.run_dir = run_directory(workdir, resume)
     if resume:  # a resumed run goes on with the config it started with
       with open(os.path.join(self.run_dir, "config.json")) as file:
@@ -267,7 +265,7 @@ class Experiment:
     config = self.config
     summary: dict[str, Any] = {
         "name": config.name, "dataset": config.dataset, "env": config.env,
-        "dataset_checksum": self.dataset.checksum, "versions": data.identity.library_versions(),
+        "dataset_checksum": self.dataset.checksum, "versions": data.identity.run_versions(),
         "seeds": [config.seed + i for i in range(config.num_seeds)],
         "gradient_steps_per_seed": self.gradient_steps,
         "phase_seconds": {k: round(v, 2) for k, v in self.phase_seconds.items()},

@@ -1,12 +1,12 @@
-"""Kept at its old name for users' command lines and imports: `python -m bracplus_jax.report`
-draws the figures of `bracplus_jax.studies.report`, the module `bracplus_jax.report` now is."""
+"""`python -m bracplus_jax.report` is `bracplus report`, the command of
+`bracplus_jax.studies.report`; `import bracplus_jax.report` gives that module itself."""
 
 import sys
 
 from bracplus_jax.cli import run_command
-from bracplus_jax.studies import report
 
 if __name__ == "__main__":
-  run_command(report)
+  run_command("bracplus_jax.studies.report", "bracplus report")
 else:
+  from bracplus_jax.studies import report
   sys.modules[__name__] = report

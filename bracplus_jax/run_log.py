@@ -14,7 +14,8 @@ from typing import Any, Optional
 import ml_collections
 import numpy as np
 
-from bracplus_jax import sweep
+from bracplus_jax import extras, sweep
+from bracplus_jax.files import atomic_write, write_json_atomically
 
 WANDB_PROJECT = "bracplus-jax"
 WANDB_RUNS_FILE = "wandb_runs.json"  # the W&B run ids of a run directory, one per sweep point
@@ -24,6 +25,8 @@ def wandb_mode(requested: str) -> str:
   """'auto' is online when W&B has a login here (key in the environment or netrc), else disabled."""
   if requested != "auto":
     return requested
+  if not extras.is_installed("wandb"):  # W&B is an extra: without it, 'auto' logs locally only
+    return "disabled"
   if os.environ.get("WANDB_API_KEY"):
     return "online"
   try:
@@ -32,6 +35,12 @@ def wandb_mode(requested: str) -> str:
   except (FileNotFoundError, netrc.NetrcParseError, OSError):
     return "disabled"
   return "online" if any("wandb" in host for host in hosts) else "disabled"
+
+
+def require_wandb(requested: str) -> None:
+  """InputError naming the pip command when the mode logs to W&B and W&B is not installed."""
+  if wandb_mode(requested) != "disabled":
+    extras.require("wandb", f"config.wandb.mode = '{requested}'")
 
 
 def _plain(value: Any) -> Any:
@@ -65,7 +74,7 @@ class RunLog:
     mode = wandb_mode(config.wandb.mode)
     if mode == "disabled":
       return
-    import wandb
+    wandb = extras.import_optional("wandb", f"config.wandb.mode = '{mode}'")
     ids_path = os.path.join(run_dir, WANDB_RUNS_FILE)
     ids = []
     if os.path.isfile(ids_path):
@@ -74,8 +83,7 @@ class RunLog:
     if not ids:
       ids = ([config.wandb.run_id] if config.wandb.run_id and not self.is_sweep else
              [uuid.uuid4().hex[:12] for _ in self.points])
-      with open(ids_path, "w") as file:
-        json.dump(ids, file)
+      write_json_atomically(ids_path, ids)
     seeds = f"seeds{config.seed}-{config.seed + config.num_seeds - 1}"
     for point, run_id in zip(self.points, ids):
       label = sweep.point_label(point)
@@ -137,6 +145,6 @@ class RunLog:
       records = file.readlines()
     with open(os.path.join(os.path.dirname(self.path), "metrics.superseded.jsonl"), "a") as file:
       file.writelines(records[lines:])
-    with open(self.path, "w") as file:
+    with atomic_write(self.path) as file:
       file.writelines(records[:lines])
     self._lines = lines

@@ -1,5 +1,4 @@
-"""`bracplus_jax.sac`: the old name of `bracplus_jax.collection.sac`, that module itself,
-kept for code that imports it from here."""
+"""`bracplus_jax.sac` is `bracplus_jax.collection.sac`, that module itself, under a short name."""
 
 import sys
 

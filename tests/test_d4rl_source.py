@@ -1,6 +1,8 @@
-"""D4RL downloads: cached, complete or absent, never partial; served here from loopback."""
+"""D4RL downloads: cached, complete or absent, never partial; retried; checked against a
+known hash where there is one; served here from loopback."""
 
 import functools
+import hashlib
 import http.server
 import threading
 
@@ -32,6 +34,27 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     pass
 
 
+def counting(handler):
+  """`handler` counting its GET requests in .calls["GET"] (one count per class made here)."""
+  calls = {"GET": 0}
+
+  def do_GET(self):
+    calls["GET"] += 1
+    handler.do_GET(self)
+
+  return type(f"Counting{handler.__name__}", (handler,), {"do_GET": do_GET, "calls": calls})
+
+
+class _FlakyHandler(_QuietHandler):
+  """Answers 503 to the first request and serves the file from the second on."""
+
+  def do_GET(self):
+    if self.calls["GET"] == 1:
+      self.send_error(503, "busy")
+      return
+    super().do_GET()
+
+
 @pytest.fixture
 def served(tmp_path, monkeypatch):
   """Serves a folder on loopback; points d4rl:hopper-medium-replay-v2 at a file in it."""
@@ -51,6 +74,7 @@ def served(tmp_path, monkeypatch):
     return url
 
   monkeypatch.setenv("BRACPLUS_DATA", str(tmp_path / "cache"))
+  monkeypatch.setattr(d4rl_source, "RETRY_WAIT_SECONDS", 0.0)
   for name in ("http_proxy", "HTTP_PROXY"):
     monkeypatch.delenv(name, raising=False)
   yield serve
@@ -77,11 +101,41 @@ def test_download_lands_in_the_cache_and_loads_with_d4rl_references(served, tmp_
   assert again.transitions.size == dataset.transitions.size
 
 
-def test_an_interrupted_download_leaves_no_file(served, tmp_path):
-  served(_TruncatingHandler, hopper_rows())
+def test_an_interrupted_download_is_retried_then_leaves_no_file(served, tmp_path):
+  handler = counting(_TruncatingHandler)
+  served(handler, hopper_rows())
+  with pytest.raises(InputError, match="could not download d4rl:hopper-medium-replay-v2"):
+    d4rl_source.fetch("hopper-medium-replay-v2", progress=False)
+  assert handler.calls["GET"] == d4rl_source.DOWNLOAD_RETRIES + 1
+  assert list((tmp_path / "cache" / "d4rl").iterdir()) == []
+
+
+def test_a_failed_request_is_retried(served, tmp_path):
+  handler = counting(_FlakyHandler)
+  served(handler, hopper_rows())
+  path = d4rl_source.fetch("hopper-medium-replay-v2", progress=True)
+  assert handler.calls["GET"] == 2
+  assert path == tmp_path / "cache" / "d4rl" / "hopper_medium_replay-v2.hdf5"
+  assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary file left
+
+
+def test_a_known_hash_is_checked(served, tmp_path, monkeypatch):
+  served(_QuietHandler, hopper_rows())
+  served_file = tmp_path / "server" / "hopper_medium_replay-v2.hdf5"
+  digest = hashlib.sha256(served_file.read_bytes()).hexdigest()
+  monkeypatch.setitem(d4rl_source.KNOWN_HASHES, "hopper-medium-replay-v2", "sha256:" + "0" * 64)
   with pytest.raises(InputError, match="could not download d4rl:hopper-medium-replay-v2"):
     d4rl_source.fetch("hopper-medium-replay-v2", progress=False)
   assert list((tmp_path / "cache" / "d4rl").iterdir()) == []
+  monkeypatch.setitem(d4rl_source.KNOWN_HASHES, "hopper-medium-replay-v2", f"sha256:{digest}")
+  path = d4rl_source.fetch("hopper-medium-replay-v2", progress=False)
+  assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+
+
+def test_no_hash_is_listed_unchecked():
+  """D4RL publishes no hashes: the table holds only checked ones, in pooch's form."""
+  for name, known_hash in d4rl_source.KNOWN_HASHES.items():
+    assert name in d4rl_source.DATASET_URLS and known_hash.startswith("sha256:") and len(known_hash) == 71
 
 
 @pytest.mark.parametrize("name, url", [

@@ -108,7 +108,7 @@ def test_manifest_figures_match_direct_computations(published):
   assert manifest["library_versions"]["jax"] == importlib.metadata.version("jax")
   assert manifest["python"] == platform.python_version()
   assert manifest["machine"]["architecture"] == platform.machine()
-  assert manifest["command"] == f"python -m bracplus_jax.collect --env={ENV} --recipe=all --steps=20 --out=DIR"
+  assert manifest["command"] == f"bracplus collect --env={ENV} --recipe=all --steps=20 --out=DIR"
 
 
 def test_the_same_family_is_identical(published, tmp_path):

@@ -1,14 +1,16 @@
 """The package's wings import one way and in no circle, read from the source files (ast); the
-old module names stay thin entries to their new homes.
+short module names (`python -m bracplus_jax.collect`, ...) stay thin entries to their homes.
 
 Wings, lowest first (the README's Layout section draws them):
-  shared         errors, cli, envs: what every wing may use
+  shared         errors, cli, envs, extras, files: what every wing may use
   data           bracplus_jax/data/: datasets read
   blocks         random_bits, distributions, networks: the algorithm's building blocks
   algorithm      losses, learner, config, sweep, train
   collection     bracplus_jax/collection/: datasets made; beside the algorithm, on its blocks
-  run machinery  evaluation, checkpoints, run_log, experiment, evaluate
+  configs        bracplus_jax/configs/: the packaged configs, on the algorithm and collection
+  run machinery  evaluation, checkpoints, run_log, experiment, evaluate, launch (bracplus train)
   studies        bracplus_jax/studies/: toys, ablations, report, evidence
+  command line   commands: `bracplus <command>`, which runs any wing's command by name
 """
 
 import ast
@@ -23,12 +25,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = "bracplus_jax"
 
 TOP_LEVEL_WINGS = {
-    "shared": {"errors", "cli", "envs"},
+    "shared": {"errors", "cli", "envs", "extras", "files"},
     "blocks": {"random_bits", "distributions", "networks"},
     "algorithm": {"losses", "learner", "config", "sweep", "train"},
-    "run machinery": {"evaluation", "checkpoints", "run_log", "experiment", "evaluate"},
+    "run machinery": {"evaluation", "checkpoints", "run_log", "experiment", "evaluate", "launch"},
+    "command line": {"commands"},
 }
-SUB_PACKAGE_WINGS = {"data": "data", "collection": "collection", "studies": "studies"}
+SUB_PACKAGE_WINGS = {"data": "data", "collection": "collection", "configs": "configs", "studies": "studies"}
 # Each wing's modules may import their own wing's and these wings' modules.
 MAY_IMPORT = {
     "shared": set(),
@@ -36,17 +39,20 @@ MAY_IMPORT = {
     "blocks": {"shared", "data"},
     "algorithm": {"shared", "data", "blocks"},
     "collection": {"shared", "data", "blocks"},
+    "configs": {"shared", "data", "blocks", "algorithm", "collection"},
     "run machinery": {"shared", "data", "blocks", "algorithm", "collection"},
-    "studies": {"shared", "data", "blocks", "algorithm", "collection", "run machinery"},
+    "studies": {"shared", "data", "blocks", "algorithm", "collection", "configs", "run machinery"},
+    "command line": {"shared", "data", "blocks", "algorithm", "collection", "configs", "run machinery",
+                     "studies"},
 }
 # What two studies share; a study imports no other study.
 STUDIES_SHARED = {"studies.outputs", "studies.run_files", "studies.run_figures"}
-# Old name -> the module it is now. Entry modules only: nothing else imports them.
+# Short name -> the module it is. Entry modules only: nothing else imports them.
 OLD_NAMES = {
     "collect": "collection.collect", "sac": "collection.sac", "toys": "studies.toys",
     "ablate": "studies.ablate", "evidence": "studies.evidence", "report": "studies.report",
 }
-# Old command name -> (arguments its main refuses, how its one-line refusal starts).
+# Short command name -> (arguments its main refuses, how its one-line refusal starts).
 OLD_COMMANDS = {"collect": ([], "error: --out: missing"), "toys": ([], "error: --out: missing"),
                 "ablate": ([], "error: --config: missing"), "report": ([], "error: --out: missing"),
                 "evidence": (["--recipes="], "error: --recipes: none given")}
@@ -109,7 +115,7 @@ def graph() -> dict[str, set[str]]:
   return {name: imported_modules(path, set(modules)) - packages_around(name) for name, path in modules.items()}
 
 
-def test_every_module_belongs_to_a_wing_or_is_an_old_name(graph):
+def test_every_module_belongs_to_a_wing_or_is_a_short_name(graph):
   for module in graph:
     if module and module not in OLD_NAMES:
       wing(module)
@@ -122,7 +128,7 @@ def test_imports_run_from_a_wing_to_the_wings_below_it(graph):
       continue
     for target in imports - {""}:
       if target in OLD_NAMES:
-        wrong.append(f"{module} imports {target}, an old name: import {OLD_NAMES[target]}")
+        wrong.append(f"{module} imports {target}, a command's short name: import {OLD_NAMES[target]}")
       elif wing(target) != wing(module) and wing(target) not in MAY_IMPORT[wing(module)]:
         wrong.append(f"{module} ({wing(module)}) imports {target} ({wing(target)})")
       elif wing(module) == wing(target) == "studies" and target not in STUDIES_SHARED | {"studies"}:
@@ -153,25 +159,25 @@ def test_the_package_root_imports_nothing(graph):
   assert graph[""] == set()
 
 
-@pytest.mark.parametrize("path", sorted([*ROOT.glob("configs/*.py"), *ROOT.glob("benchmarks/*.py"),
-                                         ROOT / "launch.py"]), ids=lambda path: path.name)
-def test_configs_benchmarks_and_launch_import_the_new_homes(path):
+@pytest.mark.parametrize("path", sorted([*ROOT.glob("benchmarks/*.py"), ROOT / "launch.py"]),
+                         ids=lambda path: path.name)
+def test_benchmarks_and_launch_import_the_homes(path):
   old = imported_modules(path, set(package_modules())) & set(OLD_NAMES)
   assert not old, f"{path.name} imports {sorted(old)}; import {[OLD_NAMES[name] for name in sorted(old)]}"
 
 
-def test_old_names_import_only_their_new_home(graph):
+def test_short_names_import_only_their_home(graph):
   for old, new in OLD_NAMES.items():
     assert graph[old] - {"cli", new.split(".")[0]} == {new}, old
 
 
 @pytest.mark.parametrize("old", sorted(OLD_NAMES))
-def test_an_old_name_is_its_new_module(old):
+def test_a_short_name_is_its_module(old):
   assert importlib.import_module(f"{PACKAGE}.{old}") is importlib.import_module(f"{PACKAGE}.{OLD_NAMES[old]}")
 
 
 @pytest.mark.parametrize("old", sorted(OLD_COMMANDS))
-def test_an_old_command_name_runs_its_command(old):
+def test_a_short_command_name_runs_its_command(old):
   """Its main runs (stopped by a bad input, before any work) and --helpshort shows its usage."""
   def run(*args):
     return subprocess.run([sys.executable, "-m", f"{PACKAGE}.{old}", *args], capture_output=True, text=True,

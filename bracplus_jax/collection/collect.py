@@ -1,10 +1,10 @@
-"""python -m bracplus_jax.collect: D4RL-style datasets for gymnasium MuJoCo envs, in D4RL's HDF5 format.
+"""bracplus collect: D4RL-style datasets for gymnasium MuJoCo envs, in D4RL's HDF5 format.
 
-  python -m bracplus_jax.collect --env=Hopper-v5 --recipe=all --out=datasets/hopper
-  python -m bracplus_jax.collect --env=Hopper-v5 --recipe=medium --steps=1000000 --out=hopper_medium.hdf5
-  python -m bracplus_jax.collect --env=Hopper-v5 --policy=random --steps=100000 --out=hopper_random.hdf5
-  python -m bracplus_jax.collect --env=Hopper-v5 --manifest=family.json --out=datasets/hopper
-  python -m bracplus_jax.collect --check=docs/results/families/Hopper-v5.json --out=datasets/hopper
+  bracplus collect --env=Hopper-v5 --recipe=all --out=datasets/hopper
+  bracplus collect --env=Hopper-v5 --recipe=medium --steps=1000000 --out=hopper_medium.hdf5
+  bracplus collect --env=Hopper-v5 --policy=random --steps=100000 --out=hopper_random.hdf5
+  bracplus collect --env=Hopper-v5 --manifest=family.json --out=datasets/hopper
+  bracplus collect --check=docs/results/families/Hopper-v5.json --out=datasets/hopper
 
 Recipes follow D4RL (Fu et al. 2020), with behaviour policies trained
 here by SAC (`bracplus_jax.collection.sac`):
@@ -28,7 +28,7 @@ recipe) writes a plain random rollout without references.
 
 Each file holds observations, actions, rewards, terminals, timeouts,
 next_observations, infos/qpos, infos/qvel and metadata/*, and reads back with
-`python -m bracplus_jax.data hdf5:<out>`. An existing file is never overwritten.
+`bracplus data hdf5:<out>`. An existing file is never overwritten.
 
 --manifest=FILE writes the manifest of the family in --out (`collection.family`): per file
 its rows, episodes, mean return, normalised score and arrays' checksum, and the library
@@ -48,18 +48,19 @@ import os
 import sys
 from typing import Callable, Optional
 
-from absl import app, flags
+from absl import flags
 import gymnasium as gym
 import h5py
 import numpy as np
 import tqdm
 
 from bracplus_jax.collection import family, sac
-from bracplus_jax.cli import exits_cleanly_on_input_errors, refuse_arguments
+from bracplus_jax.cli import exits_cleanly_on_input_errors, refuse_arguments, run_command
 from bracplus_jax.collection.family import family_file_name
 from bracplus_jax.data.identity import library_versions
 from bracplus_jax.data.kinds import KINDS
 from bracplus_jax.errors import InputError
+from bracplus_jax.files import atomic_path
 
 Policy = Callable[[np.ndarray], np.ndarray]  # one observation -> one action in [-1, 1]
 
@@ -126,21 +127,17 @@ def write_dataset(path: str, arrays: dict, metadata: dict) -> None:
     os.makedirs(directory, exist_ok=True)
   except OSError as error:
     raise InputError(f"--out: cannot create the folder {directory} ({error.strerror})") from error
-  partial = f"{path}.part-{os.getpid()}"
   try:
-    with h5py.File(partial, "w") as file:
-      for key, value in arrays.items():
-        file.create_dataset(key, data=value, compression="gzip", compression_opts=1)
-      for key, value in metadata.items():
-        file[f"metadata/{key}"] = value
-    if os.path.exists(path):
-      raise InputError(f"--out: {path} appeared while collecting; it is left as it was")
-    os.replace(partial, path)
+    with atomic_path(path, overwrite=False) as partial:
+      with h5py.File(partial, "w") as file:
+        for key, value in arrays.items():
+          file.create_dataset(key, data=value, compression="gzip", compression_opts=1)
+        for key, value in metadata.items():
+          file[f"metadata/{key}"] = value
+  except FileExistsError as error:
+    raise InputError(f"--out: {path} appeared while collecting; it is left as it was") from error
   except OSError as error:
     raise InputError(f"--out: cannot write {path} ({error})") from error
-  finally:
-    if os.path.exists(partial):
-      os.remove(partial)
 
 
 def collect(env_id: str, policy_name: str, steps: int, out: str, seed: int = 0,
@@ -631,7 +628,7 @@ def options_from_flags() -> RecipeOptions:
 def family_command(env_id: str, options: dict, rollout_rows: Optional[int]) -> str:
   """The command that makes a family again, from the options its files store: the flags that
   differ from their defaults."""
-  parts = ["python -m bracplus_jax.collect", f"--env={env_id}", "--recipe=all"]
+  parts = ["bracplus collect", f"--env={env_id}", "--recipe=all"]
   defaults = RecipeOptions()
   if options.get("seed", defaults.seed) != defaults.seed:
     parts.append(f"--seed={options['seed']}")
@@ -690,7 +687,7 @@ def main(argv: list[str]) -> None:
     arrays = collect(FLAGS.env, FLAGS.policy, FLAGS.steps, FLAGS.out, FLAGS.seed)
     episodes = int((arrays["terminals"] | arrays["timeouts"]).sum())
     print(f"wrote {FLAGS.out}: {len(arrays['rewards'])} steps, {episodes} episodes; "
-          f"inspect it with: python -m bracplus_jax.data hdf5:{FLAGS.out}")
+          f"inspect it with: bracplus data hdf5:{FLAGS.out}")
     return
   if FLAGS["policy"].present:
     raise InputError("--policy: give either --policy (a plain rollout) or --recipe, not both")
@@ -698,15 +695,14 @@ def main(argv: list[str]) -> None:
   options = options_from_flags()
   if FLAGS.recipe == "all":
     make_family(FLAGS.env, FLAGS.out, options, FLAGS.workdir, report=print)
-    print(f"inspect a file with: python -m bracplus_jax.data hdf5:{FLAGS.out}/"
+    print(f"inspect a file with: bracplus data hdf5:{FLAGS.out}/"
           f"{family_file_name(FLAGS.env, 'medium')}")
     return
   arrays = make_recipe(FLAGS.env, FLAGS.recipe, FLAGS.out, options, FLAGS.workdir)
   episodes = int((arrays["terminals"] | arrays["timeouts"]).sum())
   print(f"wrote {FLAGS.out}: {len(arrays['rewards'])} steps, {episodes} episodes; "
-        f"inspect it with: python -m bracplus_jax.data hdf5:{FLAGS.out}")
+        f"inspect it with: bracplus data hdf5:{FLAGS.out}")
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  run_command(sys.modules[__name__])

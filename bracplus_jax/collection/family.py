@@ -1,8 +1,8 @@
 """A family's manifest: what each of its files holds and what made it; another folder checked
 against one.
 
-  python -m bracplus_jax.collect --env=Hopper-v5 --manifest=docs/results/families/Hopper-v5.json --out=DIR
-  python -m bracplus_jax.collect --check=docs/results/families/Hopper-v5.json --out=DIR
+  bracplus collect --env=Hopper-v5 --manifest=docs/results/families/Hopper-v5.json --out=DIR
+  bracplus collect --check=docs/results/families/Hopper-v5.json --out=DIR
   python -m bracplus_jax.collection.family docs/results/families/Hopper-v5.json   # the README's table
 
 The collector is deterministic for one set of library versions on one kind of CPU; other
@@ -25,6 +25,7 @@ import numpy as np
 
 from bracplus_jax import data
 from bracplus_jax.cli import exits_cleanly_on_input_errors
+from bracplus_jax.files import write_json_atomically
 from bracplus_jax.data.identity import arrays_checksum, library_versions
 from bracplus_jax.data.kinds import KINDS
 from bracplus_jax.data.scores import normalized_score
@@ -133,9 +134,7 @@ def write_manifest(manifest: dict[str, Any], path: str) -> None:
   directory = os.path.dirname(os.path.abspath(path))
   try:
     os.makedirs(directory, exist_ok=True)
-    with open(path, "w") as file:
-      json.dump(manifest, file, indent=2)
-      file.write("\n")
+    write_json_atomically(path, manifest)
   except OSError as error:
     raise InputError(f"--manifest: cannot write {path} ({error.strerror})") from error
 

@@ -37,6 +37,7 @@ from flax.training.train_state import TrainState
 
 from bracplus_jax import distributions, networks
 from bracplus_jax.data.transitions import Transitions
+from bracplus_jax.files import atomic_path, write_atomically
 
 # The policy files' format tag. It names the module's first home, bracplus_jax.sac, and stays
 # so: files saved there load here.
@@ -615,18 +616,10 @@ def train(env_id: str, config: SACConfig, checkpoint_dir: Optional[str] = None,
   return result
 
 
-def write_atomically(path: str, payload: bytes) -> None:
-  partial = f"{path}.part-{os.getpid()}"
-  with open(partial, "wb") as file:
-    file.write(payload)
-  os.replace(partial, path)
-
-
 def save_rows(path: str, rows: dict[str, np.ndarray]) -> None:
   """Replay rows as an uncompressed .npz, renamed into place once complete."""
-  partial = f"{path}.part-{os.getpid()}.npz"
-  np.savez(partial, **rows)
-  os.replace(partial, path)
+  with atomic_path(path, suffix=".npz") as partial:
+    np.savez(partial, **rows)
 
 
 def load_rows(path: str) -> dict[str, np.ndarray]:

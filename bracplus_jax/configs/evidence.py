@@ -1,11 +1,11 @@
-"""BC and BRAC+ side by side on data made here: the settings `python -m bracplus_jax.evidence` uses.
+"""BC and BRAC+ side by side on data made here: the settings `bracplus evidence` uses.
 
-  python -m bracplus_jax.evidence --env=Hopper-v5 --recipes=mixed,medium,medium_expert --seeds=4
+  bracplus evidence --env=Hopper-v5 --recipes=mixed,medium,medium_expert --seeds=4
 
 This file holds what every recipe shares; the evidence command adds each
-recipe's dataset and the released code's KL margin for it (configs/base.py's
+recipe's dataset and the released code's KL margin for it (bracplus_jax/configs/base.py's
 table: 3.0 for mixed, the env's medium margin, 0.2 for medium_expert). Where a
-setting differs from the paper's (configs/base.py keeps those, for GPU runs),
+setting differs from the paper's (base.py keeps those, for GPU runs),
 it is so that the whole comparison, three recipes with 4 vmapped seeds each,
 reruns in about 80 minutes on a 2-core CPU (78 min 25 s measured, README
 "Results"), at a budget where BRAC+ has learned

@@ -1,21 +1,25 @@
-"""python -m bracplus_jax.data <spec>: what a dataset holds, before a long run is spent on it."""
+"""bracplus data <spec>: what a dataset holds, before a long run is spent on it.
+
+`python -m bracplus_jax.data <spec>` is the same command.
+"""
 
 from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 
 from bracplus_jax import data
-from bracplus_jax.cli import exits_cleanly_on_input_errors
+from bracplus_jax.cli import exits_cleanly_on_input_errors, run_command
 
+# Defined on import (`bracplus data` imports this module to run it).
 _CLIP_ACTIONS = flags.DEFINE_bool(
     "clip_actions", False, "Clip actions outside [-1, 1] instead of refusing the dataset.")
 _ENV = flags.DEFINE_string(
     "env", None, "A gymnasium id whose observation and action sizes the data must match.")
 
-USAGE = "usage: python -m bracplus_jax.data [--env=ID] [--clip_actions] <spec>\n" + data.__doc__
+USAGE = "usage: bracplus data [--env=ID] [--clip_actions] <spec>\n" + data.__doc__
 
 
 def _stats(values: np.ndarray) -> str:
@@ -61,4 +65,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_command(sys.modules[__name__])

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import os
 import pathlib
-import urllib.error
-import urllib.request
+import time
 from typing import Optional
 
 import tqdm
 
 from bracplus_jax.data import scores
 from bracplus_jax.errors import InputError
+from bracplus_jax.files import atomic_path
 
 _BASE_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
+# A download is tried this many more times after a failed transfer, waiting 1 x, 2 x, ... this long.
+DOWNLOAD_RETRIES = 3
+RETRY_WAIT_SECONDS = 2.0
+DOWNLOAD_TIMEOUT_SECONDS = 60
+# Dataset name -> pooch's known_hash ("sha256:<hex>") of its file. D4RL publishes no hashes
+# for its files, so none is listed: a hash goes here only once it is checked against a source
+# beside the download itself. Files without one are taken as downloaded (complete, since a
+# transfer shorter than its Content-Length fails and is retried).
+KNOWN_HASHES: dict[str, str] = {}
 _LOCOMOTION = ("halfcheetah", "hopper", "walker2d", "ant")
 _LOCOMOTION_KINDS = ("random", "medium", "expert", "medium-replay", "medium-expert")
 _ADROIT = ("pen", "hammer", "door", "relocate")
@@ -111,8 +120,10 @@ def _d4rl_package_path(name: str) -> Optional[pathlib.Path]:
 def fetch(name: str, progress: bool = True) -> pathlib.Path:
   """The local file of a D4RL dataset, downloaded first if it is not cached yet.
 
-  The download goes to a temporary name in the cache folder and is renamed
-  only once complete, so a partial file is never taken for a dataset.
+  The download (pooch, with `DOWNLOAD_RETRIES` retries and a progress bar) goes to a
+  temporary name in the cache folder, is checked against `KNOWN_HASHES` where the file's
+  hash is known, and is renamed into place only once complete and synced to disk
+  (`files.atomic_path`), so a partial file is never taken for a dataset.
   """
   target = local_path(name)
   if target.is_file():
@@ -121,31 +132,52 @@ def fetch(name: str, progress: bool = True) -> pathlib.Path:
   if from_d4rl is not None:
     return from_d4rl
   url = dataset_url(name)
-  target.parent.mkdir(parents=True, exist_ok=True)
-  partial = target.with_name(f"{target.name}.part-{os.getpid()}")
   try:
-    _download(url, partial, progress, desc=f"d4rl:{name}")
-    os.replace(partial, target)
-  except (urllib.error.URLError, OSError, TimeoutError) as error:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(str(target)) as partial:
+      _download(url, pathlib.Path(partial), KNOWN_HASHES.get(name), progress, desc=f"d4rl:{name}")
+  except (ValueError, OSError) as error:  # requests' (OSErrors), pooch's hash check, the disk's
+    if isinstance(error, InputError):
+      raise
     raise InputError(
         f"could not download d4rl:{name} from {url} ({_reason(error)}); "
         f"download that file by hand and put it at {target}") from error
-  finally:
-    partial.unlink(missing_ok=True)
   return target
 
 
 def _reason(error: Exception) -> str:
-  return str(getattr(error, "reason", None) or error)
+  reason = getattr(error, "reason", None) or error
+  return str(reason).strip().splitlines()[0] if str(reason).strip() else type(error).__name__
 
 
-def _download(url: str, path: pathlib.Path, progress: bool, desc: str) -> None:
-  with urllib.request.urlopen(url, timeout=30) as response:
-    total = int(response.headers.get("Content-Length") or 0) or None
-    with open(path, "wb") as out, tqdm.tqdm(
-        total=total, unit="B", unit_scale=True, desc=desc, disable=not progress) as bar:
-      while chunk := response.read(1 << 20):
-        out.write(chunk)
-        bar.update(len(chunk))
-    if total is not None and path.stat().st_size != total:
-      raise OSError(f"connection closed after {path.stat().st_size} of {total} bytes")
+class _ProgressBar(tqdm.tqdm):
+  """A tqdm bar pooch fills in (it sets the total from Content-Length); pooch asks bool(bar),
+  which tqdm answers from the total, so it says True here."""
+
+  def __bool__(self) -> bool:
+    return True
+
+
+def _download(url: str, path: pathlib.Path, known_hash: Optional[str], progress: bool, desc: str) -> None:
+  """`url` into `path` through pooch, retried up to `DOWNLOAD_RETRIES` times after a failed
+  transfer or a hash that differs from `known_hash` (None: not checked)."""
+  try:
+    import pooch
+  except ModuleNotFoundError as error:  # both are core dependencies; an install without them
+    raise InputError(f"downloading D4RL's files needs '{error.name}': pip install pooch") from error
+  pooch.get_logger().setLevel("WARNING")  # the progress bar says what is downloaded
+  for attempt in range(DOWNLOAD_RETRIES + 1):
+    bar = _ProgressBar(total=0, unit="B", unit_scale=True, desc=desc, disable=not progress, leave=True,
+                       dynamic_ncols=True)
+    try:
+      pooch.retrieve(url, known_hash, fname=path.name, path=path.parent, progressbar=False,
+                     downloader=pooch.HTTPDownloader(progressbar=bar if progress else False,
+                                                     timeout=DOWNLOAD_TIMEOUT_SECONDS))
+      return
+    except (ValueError, OSError):  # requests' errors are OSErrors; a hash that differs, a ValueError
+      path.unlink(missing_ok=True)
+      if attempt == DOWNLOAD_RETRIES:
+        raise
+      time.sleep(RETRY_WAIT_SECONDS * (attempt + 1))
+    finally:
+      bar.close()

@@ -7,8 +7,12 @@ every run and study records this checksum beside its numbers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
+import os
+import subprocess
+from typing import Optional
 
 import numpy as np
 
@@ -46,3 +50,34 @@ def library_versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str
     except importlib.metadata.PackageNotFoundError:
       versions[package] = "not installed"
   return versions
+
+
+def run_versions() -> dict[str, Optional[str]]:
+  """What every results JSON records: `library_versions()`, whose `bracplus-jax` is the
+  installed version (setuptools-scm: the tag, or 0.1.devN+g<commit>), and `bracplus-jax
+  commit`, the commit of the git checkout the code runs from ('<sha>-dirty' with changes not
+  committed; None outside a git checkout, e.g. an installed wheel)."""
+  return library_versions() | {"bracplus-jax commit": git_commit()}
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> Optional[str]:
+  """The commit of the git checkout this package is imported from ('<sha>-dirty' when the
+  package's tracked files have changes not committed); None when it is not in one (an installed
+  wheel) or git is missing."""
+  source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  try:
+    top = _git(source, "rev-parse", "--show-toplevel")
+    if not os.path.isdir(os.path.join(top, "bracplus_jax")) or os.path.realpath(top) != os.path.realpath(source):
+      return None  # a git repository around an installed package (a venv inside a clone), not this code's
+    commit = _git(source, "rev-parse", "HEAD")
+    dirty = _git(source, "status", "--porcelain", "--untracked-files=no", "--", "bracplus_jax")
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return f"{commit}-dirty" if dirty else commit
+
+
+def _git(folder: str, *args: str) -> str:
+  result = subprocess.run(["git", "-C", folder, *args], capture_output=True, text=True, timeout=10,
+                          check=True)
+  return result.stdout.strip()

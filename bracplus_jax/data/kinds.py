@@ -1,7 +1,7 @@
 """The kinds of D4RL locomotion dataset, by the names the project gives them.
 
 The collector makes one dataset of each kind (its recipes, `bracplus_jax.collection`), a
-config names the kind to make when its dataset is missing, and configs/base.py sets the
+config names the kind to make when its dataset is missing, and bracplus_jax/configs/base.py sets the
 released code's per-kind KL margins.
 """
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from bracplus_jax.data import checks
 from bracplus_jax.data.raw import RawDataset
+from bracplus_jax import extras
 from bracplus_jax.errors import InputError
 
 
@@ -19,8 +20,8 @@ def load_minari(dataset_id: str, download: bool = True) -> RawDataset:
   With `download`, a dataset missing locally is fetched from Minari's remote
   first. Every failure, Minari's own included, is raised as one `InputError`.
   """
-  # Imported here: minari pulls in gymnasium and its storage back ends.
-  import minari
+  # Imported here: minari pulls in gymnasium and its storage back ends; it is an extra.
+  minari = extras.import_optional("minari", f"dataset 'minari:{dataset_id}'")
   from minari.storage import get_dataset_path
 
   local_root = get_dataset_path()

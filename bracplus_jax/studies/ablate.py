@@ -1,25 +1,25 @@
-"""python -m bracplus_jax.ablate: the paper's ablations (Fig. 2), one full run per variant.
+"""bracplus ablate: the paper's ablations (Fig. 2), one full run per variant.
 
-  python -m bracplus_jax.ablate --config=configs/hopper_local.py --variants=kl,no_gp,global_alpha
+  bracplus ablate --config=hopper_local --variants=kl,no_gp,global_alpha
       [--seeds=4] [--workdir=DIR] [--config.epochs=20 ...]
 
 Every variant is a preset applied to the task config (after its command-line
 overrides, so a preset wins on the fields it sets) and trained by the same code
-as launch.py, its seeds vmapped in one process. All runs sit in one parent
+as `bracplus train`, its seeds vmapped in one process. All runs sit in one parent
 directory, DIR/<variant>/, which is never overwritten (a taken DIR gets a fresh
 name, as a run directory does). After each run, `final_diagnostics` writes the
 end-of-run quantities the figures need into the run's diagnostics.npz, and at
 the end the variants' final returns and normalised scores (mean +- std over
 seeds) are printed side by side and written to DIR/ablation.md and
-DIR/ablation.json. `python -m bracplus_jax.report DIR --out=FIGURES` draws them.
+DIR/ablation.json. `bracplus report DIR --out=FIGURES` draws them.
 
-Variants (PAPER.md, "Variants the paper compares"):
+Variants (docs/paper.md, "Variants the paper compares"):
   kl            the paper's default: analytical KL bound, alpha(s), hard gradient penalty
   mmd           sampled MMD with a Laplacian kernel instead of the KL bound
   global_alpha  one global alpha instead of the state-wise alpha(s)
   no_gp         no gradient penalty in policy evaluation
   soft_gp       the released code's soft gradient-penalty weighting
-  released      every released-code choice (configs.base.use_released_code_choices),
+  released      every released-code choice (bracplus_jax.configs.base.use_released_code_choices),
                 including its batch size and 2 x 256 networks
   bc            behaviour cloning with the same policy network and evaluation: the baseline
                 (no start-up phases; no diagnostics, which are about the critic and KL)
@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from functools import partial
 from typing import Any, Callable
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -41,10 +42,15 @@ import numpy as np
 
 from bracplus_jax import data, distributions, evaluate, experiment, learner, losses
 from bracplus_jax import config as config_lib
-from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors, refuse_arguments
+from bracplus_jax.cli import define_config_flag, exits_cleanly_on_input_errors, refuse_arguments, run_command
+from bracplus_jax.data.identity import run_versions
 from bracplus_jax.errors import InputError
+from bracplus_jax.files import atomic_write
 from bracplus_jax.studies.outputs import markdown_table, mean_std
 from bracplus_jax.studies.run_files import ABLATION_RESULTS, DIAGNOSTICS_FILE, result_row
+
+# What --config's errors suggest (`bracplus_jax.cli.run_command`).
+CONFIG_EXAMPLE = "hopper_local"
 
 ABLATION_TABLE = "ablation.md"
 
@@ -63,7 +69,7 @@ def _set_method(method: str) -> Callable[[ml_collections.ConfigDict], None]:
 
 
 def _released(config: ml_collections.ConfigDict) -> None:
-  from bracplus_jax.configs import base  # the configs package sits beside this one, as launch.py uses it
+  from bracplus_jax.configs import base
   base.use_released_code_choices(config)
 
 
@@ -207,11 +213,11 @@ def run_ablation(config: ml_collections.ConfigDict, variants: list[str], num_see
       print(f"diagnostics: {final_diagnostics(summary['run_dir'])}")
     rows.append(result_row(name, summary))
   table = ablation_table(rows)
-  with open(os.path.join(parent, ABLATION_TABLE), "x") as file:
+  with atomic_write(os.path.join(parent, ABLATION_TABLE), overwrite=False) as file:
     file.write(table)
-  with open(os.path.join(parent, ABLATION_RESULTS), "x") as file:
+  with atomic_write(os.path.join(parent, ABLATION_RESULTS), overwrite=False) as file:
     json.dump({"task": config.name, "dataset": config.dataset, "env": config.env,
-               "variants": rows}, file, indent=2)
+               "variants": rows, "versions": run_versions()}, file, indent=2)
   print("\n" + table)
   print(f"table: {os.path.join(parent, ABLATION_TABLE)}")
   return parent
@@ -224,10 +230,8 @@ def run_ablation(config: ml_collections.ConfigDict, variants: list[str], num_see
 
 def define_flags() -> None:
   """Only when run as a program: other modules define flags of the same names."""
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file(
-      "config", None, "A task config file with get_config(), e.g. configs/hopper_local.py.",
-      lock_config=True)
+  define_config_flag(None, "A packaged task config's name (hopper_local, hopper_local:mixed, "
+                     "hopper_mixed, ...) or the path to a config file with get_config().")
   flags.DEFINE_string("variants", "kl,mmd", f"Comma-separated variants, of: {', '.join(VARIANTS)}.")
   flags.DEFINE_integer("seeds", 4, "Seeds per variant, vmapped in one process (the paper: 4).")
   flags.DEFINE_string("workdir", None, "The parent directory of the variants' runs (default "
@@ -239,7 +243,8 @@ def main(argv: list[str]) -> None:
   refuse_arguments(argv)
   variants = parse_variants(flags.FLAGS.variants)
   if not flags.FLAGS["config"].present:
-    raise InputError("--config: missing; expected a task config file such as configs/hopper_local.py")
+    raise InputError(f"--config: missing; expected a packaged task config such as --config={CONFIG_EXAMPLE} "
+                     "or the path to a config file of your own")
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir or os.path.join(
       "runs", f"ablation-{config.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -247,5 +252,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main, flags_parser=config_flags_parser("configs/hopper_local.py"))
+  run_command(sys.modules[__name__])

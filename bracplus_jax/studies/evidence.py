@@ -1,12 +1,12 @@
-"""python -m bracplus_jax.evidence: BRAC+ against behaviour cloning, with confidence intervals.
+"""bracplus evidence: BRAC+ against behaviour cloning, with confidence intervals.
 
-  python -m bracplus_jax.evidence --env=Hopper-v5 --recipes=mixed,medium,medium_expert --seeds=4
+  bracplus evidence --env=Hopper-v5 --recipes=mixed,medium,medium_expert --seeds=4
       [--workdir=runs/evidence-Hopper-v5] [--out=DIR] [--data_dir=DIR]
-      [--config=configs/evidence.py] [--config.epochs=12 ...]
+      [--config=evidence] [--config.epochs=12 ...]
 
 For every recipe: makes the dataset if it is missing (the collector's D4RL
-recipes, `python -m bracplus_jax.collect`), then trains behaviour cloning and
-BRAC+ on it with the seeds vmapped, by the same code as launch.py, into
+recipes, `bracplus collect`), then trains behaviour cloning and
+BRAC+ on it with the seeds vmapped, by the same code as `bracplus train`, into
 WORKDIR/<recipe>/bc and WORKDIR/<recipe>/brac_plus. Running the same command
 again resumes: finished runs are read back, stopped ones go on from their last
 checkpoint (or from the start, in the same directory, if they had none).
@@ -44,24 +44,29 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 import ml_collections
 import numpy as np
 
 from bracplus_jax import config as config_lib
-from bracplus_jax import data, experiment
-from bracplus_jax.cli import config_flags_parser, exits_cleanly_on_input_errors, refuse_arguments
+from bracplus_jax import data, experiment, extras
+from bracplus_jax.cli import define_config_flag, exits_cleanly_on_input_errors, refuse_arguments, run_command
 from bracplus_jax.collection import family
 from bracplus_jax.collection.collect import RECIPES
 from bracplus_jax.data.d4rl_source import cache_dir
-from bracplus_jax.data.identity import library_versions
+from bracplus_jax.data.identity import run_versions
 from bracplus_jax.errors import InputError
+from bracplus_jax.files import atomic_write, write_json_atomically
 from bracplus_jax.studies.outputs import markdown_table
 from bracplus_jax.studies.run_figures import critic_figure, multiplier_figure
 from bracplus_jax.studies.run_files import in_last_third, last_third, per_epoch, read_records, read_run, with_start
+
+# What --config's errors suggest (`bracplus_jax.cli.run_command`).
+CONFIG_EXAMPLE = "evidence"
 
 METHODS = ("bc", "brac_plus")
 METHOD_LABELS = {"bc": "BC", "brac_plus": "BRAC+"}
@@ -89,9 +94,9 @@ def _env_family(env: str) -> str:
 def recipe_config(config: ml_collections.ConfigDict, env: str, recipe: str, method: str,
                   num_seeds: int, data_dir: str) -> ml_collections.ConfigDict:
   """A copy of the shared config for one recipe and method: its dataset and KL margin."""
-  from bracplus_jax.configs import base  # the configs package sits beside this one, as launch.py uses it
+  from bracplus_jax.configs import base
   config = ml_collections.ConfigDict(config.to_dict())
-  # The evidence config may set the initial critic's length per recipe (configs/evidence.py);
+  # The evidence config may set the initial critic's length per recipe (bracplus_jax/configs/evidence.py);
   # the run's own config keeps only the length that applies to it.
   critic_init_steps = config.get("recipe_critic_init_steps") or {}
   if "recipe_critic_init_steps" in config:
@@ -123,8 +128,8 @@ def train_or_resume(config: ml_collections.ConfigDict, run_dir: str) -> dict[str
   resume = os.path.isfile(os.path.join(run_dir, "config.json"))
   summary = experiment.run(config, run_dir, resume=resume)
   summary["wall_seconds_this_call"] = round(time.perf_counter() - began, 1)
-  with open(summary_path, "w") as file:  # the summary experiment.run wrote, plus the wall time
-    json.dump(summary, file, indent=2)
+  # The summary experiment.run wrote, plus the wall time.
+  write_json_atomically(summary_path, summary)
   return summary
 
 
@@ -135,6 +140,7 @@ def train_or_resume(config: ml_collections.ConfigDict, run_dir: str) -> dict[str
 
 def interval_estimates(scores: dict[str, np.ndarray], seed: int = 0) -> dict[str, dict[str, Any]]:
   """Mean and IQM of each method's per-seed scores [seeds] with 95% stratified-bootstrap CIs."""
+  extras.require("evidence", "confidence intervals (rliable)")
   from rliable import library, metrics
 
   def aggregates(matrix):
@@ -151,6 +157,7 @@ def interval_estimates(scores: dict[str, np.ndarray], seed: int = 0) -> dict[str
 
 def probability_of_improvement(better: np.ndarray, worse: np.ndarray, seed: int = 0) -> dict[str, Any]:
   """P(X > Y) for a BRAC+ seed X and a BC seed Y (ties count half), with its 95% CI."""
+  extras.require("evidence", "confidence intervals (rliable)")
   from rliable import library, metrics
   np.random.seed(seed)
   points, intervals = library.get_interval_estimates(
@@ -388,7 +395,7 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
   workdir = os.path.abspath(os.path.expanduser(workdir))
   print(f"evidence directory: {workdir} (run the same command again to resume)")
   results: dict[str, Any] = {"env": env, "seeds": num_seeds, "config": config.to_dict(),
-                             "library_versions": library_versions(), "recipes": {}}
+                             "library_versions": run_versions(), "recipes": {}}
   for recipe in recipes:
     entry: dict[str, Any] = {"methods": {}}
     for method in METHODS:
@@ -425,11 +432,10 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
     results["recipes"][recipe] = entry
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, env.lower())
-  with open(f"{stem}.json", "w") as file:
-    json.dump(results, file, indent=2, default=list)
+  write_json_atomically(f"{stem}.json", results, default=list)
   table, window_table, critic_and_constraint, targets = (
       results_table(results), last_third_table(results), diagnostics_table(results), criteria_table(results))
-  with open(f"{stem}.md", "w") as file:
+  with atomic_write(f"{stem}.md") as file:
     file.write(table + "\nEach seed's mean over the evaluations of the last third of training:\n\n"
                + window_table + "\nBRAC+'s critic and constraint, per seed:\n\n" + critic_and_constraint
                + "\nWhat BRAC+ must show on each kind of data:\n\n" + targets)
@@ -451,10 +457,8 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
 
 
 def define_flags() -> None:
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file(
-      "config", "configs/evidence.py", "The settings every recipe shares (configs/evidence.py).",
-      lock_config=True)
+  define_config_flag("evidence", "The settings every recipe shares: a packaged config's name "
+                     "(default: evidence, bracplus_jax/configs/evidence.py) or a config file's path.")
   flags.DEFINE_string("env", "Hopper-v5", "A gymnasium MuJoCo env id; its datasets are made here.")
   flags.DEFINE_string("recipes", "mixed,medium,medium_expert", "Comma-separated collector recipes.")
   flags.DEFINE_integer("seeds", 4, "Seeds per method and recipe, vmapped in one process.")
@@ -468,6 +472,7 @@ def define_flags() -> None:
 @exits_cleanly_on_input_errors
 def main(argv: list[str]) -> None:
   refuse_arguments(argv)
+  extras.require("evidence", "bracplus evidence")  # before any training, not at its end
   options = flags.FLAGS
   recipes = parse_recipes(options.recipes)
   workdir = options.workdir or os.path.join("runs", f"evidence-{options.env}")
@@ -477,5 +482,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main, flags_parser=config_flags_parser("configs/evidence.py"))
+  run_command(sys.modules[__name__])

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from matplotlib.figure import Figure
+if TYPE_CHECKING:  # drawing needs matplotlib (the `evidence` extra); the tables do not
+  from matplotlib.figure import Figure
 
 from bracplus_jax.errors import InputError
+from bracplus_jax.files import atomic_write
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -31,9 +33,10 @@ def png_bytes(figure: Figure) -> bytes:
 
 
 def write_new_file(path: str, content: bytes) -> None:
-  """Creates path exclusively: a file that appeared meanwhile is left as it was."""
+  """Creates path, whole or not at all (`files.atomic_write`): a file that appeared meanwhile
+  is left as it was."""
   try:
-    with open(path, "xb") as file:
+    with atomic_write(path, "wb", overwrite=False) as file:
       file.write(content)
   except FileExistsError as error:
     raise InputError(f"--out: {path} appeared while drawing; it is left as it was") from error

@@ -1,9 +1,9 @@
-"""python -m bracplus_jax.report: the paper's run figures, drawn from run directories.
+"""bracplus report: the paper's run figures, drawn from run directories.
 
-  python -m bracplus_jax.report <run dir> [<run dir> ...] --out=<folder>
+  bracplus report <run dir> [<run dir> ...] --out=<folder>
 
-A run directory is one training run (launch.py) or an ablation's parent
-directory (`python -m bracplus_jax.ablate`), which stands for its variants'
+A run directory is one training run (`bracplus train`) or an ablation's parent
+directory (`bracplus ablate`), which stands for its variants'
 runs in order. Everything is read from the runs' files, nothing is recomputed:
 
   scores.png         normalised score (return where the task has no reference
@@ -27,7 +27,7 @@ runs in order. Everything is read from the runs' files, nothing is recomputed:
   table.md           final return and normalised score (mean +- std over seeds),
                      final Q, the constraint and critic figures, and the
                      diagnostics' summaries, one line per run
-  sweep.png          for a sweep (launch.py with --config.sweep.*): the final
+  sweep.png          for a sweep (`bracplus train` with --config.sweep.*): the final
                      score against each swept field's values, mean and a 95%
                      bootstrap confidence band over seeds, one line per value of
                      the other fields, the best point starred
@@ -45,11 +45,11 @@ import os
 import sys
 from typing import Any
 
-from absl import app, flags
+from absl import flags
 from matplotlib.figure import Figure
 import numpy as np
 
-from bracplus_jax.cli import exits_cleanly_on_input_errors
+from bracplus_jax.cli import exits_cleanly_on_input_errors, run_command
 from bracplus_jax.errors import InputError
 from bracplus_jax.studies.outputs import markdown_table, mean_std, new_file_paths, png_bytes, write_new_file
 from bracplus_jax.studies.run_figures import color, critic_figure, integer_epochs, mean_and_band, multiplier_figure
@@ -388,5 +388,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  run_command(sys.modules[__name__])

@@ -1,6 +1,6 @@
-"""python -m bracplus_jax.toys: the paper's two appendix toys, one figure each.
+"""bracplus toys: the paper's two appendix toys, one figure each.
 
-  python -m bracplus_jax.toys --out=<folder> [--seed=0]
+  bracplus toys --out=<folder> [--seed=0]
 
 writes gradient_penalty_toy.png (App. A, Fig. 4) and divergence_toy.png (App.
 B, Fig. 5) into the folder; an existing file is never overwritten.
@@ -34,10 +34,11 @@ modes, though nearer the heavier one than backward KL's.
 from __future__ import annotations
 
 import math
+import sys
 from functools import partial
 from typing import NamedTuple
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 from matplotlib.figure import Figure
@@ -47,7 +48,7 @@ import optax
 from bracplus_jax import distributions
 from bracplus_jax import losses
 from bracplus_jax import networks
-from bracplus_jax.cli import exits_cleanly_on_input_errors, refuse_arguments
+from bracplus_jax.cli import exits_cleanly_on_input_errors, refuse_arguments, run_command
 from bracplus_jax.errors import InputError
 from bracplus_jax.studies.outputs import new_file_paths, png_bytes, write_new_file
 
@@ -428,5 +429,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  run_command(sys.modules[__name__])
