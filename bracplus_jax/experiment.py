@@ -16,11 +16,12 @@ from typing import Any, Optional
 
 import ml_collections
 import numpy as np
+import tqdm
 
 import jax
 import jax.numpy as jnp
 
-from bracplus_jax import checkpoints, data, envs, evaluation, files, run_log, sweep, train
+from bracplus_jax import checkpoints, data, envs, estimate, evaluation, files, run_log, sweep, train
 from bracplus_jax import config as config_lib
 from bracplus_jax.collection import collect
 from bracplus_jax.errors import InputError, RunError
@@ -248,6 +249,8 @@ class Experiment:
         self.log.rewind(progress["log_lines"])
       where = f"block {blocks} of unit {completed + 1}" if blocks else f"unit {completed}"
       print(f"resuming {self.run_dir} after {where} of {self.trainer.num_units}")
+    if self.progress:
+      self._time_the_phases(estimate.done_updates(self.config, start[0], start[3]) if start else None)
     try:
       state, _ = self.trainer.run(self._after_unit, start, self._after_block)
     finally:
@@ -260,6 +263,18 @@ class Experiment:
                       "final_normalized_score_mean": point.get("normalized_score_mean", math.nan)}
                      for point in summary.get("points", [summary])])
     return summary
+
+  def _time_the_phases(self, done: Optional[dict[str, int]]) -> None:
+    """Prints the run's work, then an estimate from each phase's first compiled block."""
+    print(estimate.work_line(self.config, self.trainer.num_runs), flush=True)
+    estimator = estimate.Estimator(self.config, done, write=tqdm.tqdm.write)
+
+    def on_block(phase: str, updates: int, seconds: float, compiled: bool) -> None:
+      estimator.on_block(phase, updates, seconds, compiled)
+      if estimator.finished:  # the blocks need no longer be waited for
+        self.trainer.on_block = None
+
+    self.trainer.on_block = on_block
 
   def summary(self) -> dict[str, Any]:
     config = self.config

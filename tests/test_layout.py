@@ -28,7 +28,8 @@ TOP_LEVEL_WINGS = {
     "shared": {"errors", "cli", "envs", "extras", "files"},
     "blocks": {"random_bits", "distributions", "networks"},
     "algorithm": {"losses", "learner", "config", "sweep", "train"},
-    "run machinery": {"evaluation", "checkpoints", "run_log", "experiment", "evaluate", "launch"},
+    "run machinery": {"evaluation", "checkpoints", "run_log", "experiment", "evaluate", "launch",
+                      "estimate"},
     "command line": {"commands"},
 }
 SUB_PACKAGE_WINGS = {"data": "data", "collection": "collection", "configs": "configs", "studies": "studies"}
