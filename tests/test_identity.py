@@ -28,3 +28,22 @@ def test_the_checksum_follows_values_not_storage(d4rl_file):
   assert checksum == identity.arrays_checksum(data.read_raw("hdf5:" + d4rl_file(name="b.hdf5", **stored_otherwise)))
   changed = {**arrays, "rewards": arrays["rewards"] + np.float32(1e-3)}
   assert checksum != identity.arrays_checksum(data.read_raw("hdf5:" + d4rl_file(name="c.hdf5", **changed)))
+
+
+def test_results_record_the_code_s_version_and_commit(monkeypatch):
+  import pathlib
+  import subprocess
+  root = pathlib.Path(__file__).resolve().parents[1]
+  head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+  identity.git_commit.cache_clear()
+  versions = identity.run_versions()
+  assert versions["bracplus-jax"] == identity.library_versions()["bracplus-jax"]
+  assert versions["bracplus-jax commit"].removesuffix("-dirty") == head  # this clone's commit
+  identity.git_commit.cache_clear()
+
+  def no_git(*args, **kwargs):
+    raise FileNotFoundError("git")
+
+  monkeypatch.setattr(identity.subprocess, "run", no_git)
+  assert identity.run_versions()["bracplus-jax commit"] is None  # no git, or no checkout
+  identity.git_commit.cache_clear()

@@ -54,8 +54,8 @@ def library_versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str
 
 def run_versions() -> dict[str, Optional[str]]:
   """What every results JSON records: `library_versions()`, whose `bracplus-jax` is the
-  installed version (setuptools-scm: the tag, or 0.1.devN+g<commit>), and `bracplus-jax
-  commit`, the commit of the git checkout the code runs from ('<sha>-dirty' with changes not
+  installed version (setuptools-scm: a tag, or after it the next version .devN+g<commit>), and
+  `bracplus-jax commit`, the commit of the git checkout the code runs from ('<sha>-dirty' with changes not
   committed; None outside a git checkout, e.g. an installed wheel)."""
   return library_versions() | {"bracplus-jax commit": git_commit()}
 
