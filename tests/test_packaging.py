@@ -6,6 +6,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import sysconfig
 import tomllib
 
 import pytest
@@ -65,7 +66,8 @@ def run(args, **kwargs):
 @pytest.mark.slow
 def test_a_wheel_installed_in_a_fresh_environment_trains_from_any_folder(tmp_path):
   """Builds the wheel, installs it (alone: the libraries come from this interpreter's
-  site-packages) into a new virtual environment, and from a folder outside the clone runs
+  site-packages, or its venv's) into a new virtual environment, and from a folder outside the
+  clone runs
   `bracplus --help` and a training run of a few updates on random Hopper data made there."""
   wheels = tmp_path / "wheels"
   run([sys.executable, "-m", "build", "--wheel", "--outdir", str(wheels), str(ROOT)], timeout=600)
@@ -73,6 +75,12 @@ def test_a_wheel_installed_in_a_fresh_environment_trains_from_any_folder(tmp_pat
   venv = tmp_path / "venv"
   run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], timeout=300)
   python, script = venv / "bin" / "python", venv / "bin" / "bracplus"
+  if sys.prefix != sys.base_prefix:  # run from a venv (.ci/run): its packages, not the base Python's
+    site_packages = run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                        timeout=60).stdout.strip()
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (pathlib.Path(site_packages) / "outer_environment.pth").write_text(
+        "".join(f"import site; site.addsitedir({path!r})\n" for path in sorted(ours)))
   run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)], timeout=300)
 
   elsewhere = tmp_path / "elsewhere"
