@@ -15,6 +15,7 @@ from typing import Any, Callable
 import flax.struct
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
 import ml_collections
 import optax
 from flax.training.train_state import TrainState
@@ -83,11 +84,14 @@ class BRACPlus:
 
   def __init__(self, algo: ml_collections.ConfigDict, observation_dim: int, action_dim: int, *,
                behavior_steps: int | None = None, policy_init_steps: int | None = None,
-               swept: tuple[str, ...] = ()):
+               swept: tuple[str, ...] = (), dataset_size: int | None = None):
     """`behavior_steps` and `policy_init_steps` (the config's) place the start-up learning
     rates' steps when `algo.startup_lr_schedule` is "released"; "constant" needs neither.
-    `swept` names the algo fields whose values each run's state carries (`bracplus_jax.sweep`)."""
+    `swept` names the algo fields whose values each run's state carries (`bracplus_jax.sweep`).
+    `dataset_size` N bounds alpha(s)'s leverage gain at N / B (`leverage_state_gain`); None
+    takes each batch for the whole data."""
     self.algo = algo
+    self.dataset_size = dataset_size
     self.swept = tuple(swept)
     self.observation_dim = observation_dim
     self.action_dim = action_dim
@@ -100,7 +104,8 @@ class BRACPlus:
         action_dim, latent_dim, tuple(algo.behavior_hidden_dims), algo.behavior_ensemble_size, matmul_dtype)
     if algo.alpha == "state":
       self.alpha = networks.StateAlpha(
-          tuple(algo.alpha_hidden_dims), algo.alpha_init, algo.alpha_min, algo.alpha_max)
+          tuple(algo.alpha_hidden_dims), algo.alpha_init, algo.alpha_min, algo.alpha_max,
+          output="softplus" if self.alpha_dual_fit == "paper" else "log")
     else:
       self.alpha = networks.GlobalAlpha(algo.alpha_init, MULTIPLIER_MAXIMUM)
     self.entropy = networks.LagrangeMultiplier(algo.entropy_init, maximum=MULTIPLIER_MAXIMUM)
@@ -129,8 +134,16 @@ class BRACPlus:
         self.optimizers[name] = optax.adam(self.learning_rates[name])
     # KL bound: kl_policy_samples draws; MMD: mmd_samples draws on each side.
     self.num_policy_samples = algo.mmd_samples if algo.divergence == "mmd" else algo.kl_policy_samples
-    if algo.alpha == "state":  # the dual step sets its own length (see `alpha_dual`)
+    if algo.alpha == "state" and self.alpha_dual_fit == "paper":  # Alg. 1 line 8 at lr_alpha
+      optimizer = optax.adam if algo.get("alpha_paper_optimizer", "adam") == "adam" else optax.sgd
+      self.optimizers["alpha"] = optimizer(algo.alpha_lr)
+    elif algo.alpha == "state":  # the dual step sets its own length (see `alpha_dual`)
       self.optimizers["alpha"] = optax.sgd(1.0)
+
+  @property
+  def alpha_dual_fit(self) -> str:
+    """alpha(s)'s dual step; runs saved before the option took the line search."""
+    return self.algo.get("alpha_dual_fit", "line_search")
 
   # -------------------------------------------------------------------------
   # State
@@ -171,9 +184,12 @@ class BRACPlus:
     if "alpha_init" in hyper:
       if self.algo.alpha == "global":
         alpha_params = {"params": {"multiplier": {"raw": _inverse_softplus(hyper["alpha_init"])}}}
-      else:  # log alpha(s) = head(x) + log(config's alpha_init): the head's bias makes up the rest
+      else:  # the head's output + the config's start: the head's bias makes up the rest
         head = alpha_params["params"]["head"]
-        shift = jnp.log(hyper["alpha_init"]) - math.log(self.algo.alpha_init)
+        if self.alpha_dual_fit == "paper":  # softplus head
+          shift = _inverse_softplus(hyper["alpha_init"]) - _inverse_softplus(jnp.float32(self.algo.alpha_init))
+        else:  # log alpha(s) = head(x) + log(config's alpha_init)
+          shift = jnp.log(hyper["alpha_init"]) - math.log(self.algo.alpha_init)
         alpha_params = {"params": {**alpha_params["params"], "head": {**head, "bias": head["bias"] + shift}}}
     return alpha_params, entropy_params
 
@@ -295,61 +311,81 @@ class BRACPlus:
   def alpha_dual(self, state: BRACPlusState, observations: jax.Array, divergence: jax.Array):
     """(alpha(s) [N], a thunk for the dual step of Alg. 1 line 8), from one forward pass.
 
-    State-wise: the network's log alpha(s) moves towards the projected log-space
-    targets of `losses.alpha_dual_target`, state by state:
-      "kernel" (default): the least-norm parameter step that moves every batch
-          state's log alpha(s) to its own target, to first order: the damped
-          Gauss-Newton step J^T (J J^T + lambda I)^-1 (target - log alpha), with
-          J J^T from `StateAlpha.tangent_kernel`. A plain gradient step moves all
-          states by nearly the batch's mean change, since J J^T is dominated by
-          the direction every state shares; solving with it undoes that, so a
-          minority of states far above eps_KL rises while the rest falls.
-      "line_search": one gradient step of the regression, its length the exact
+    State-wise, `algo.alpha_dual_fit`:
+      "kernel" (default): the network's log alpha(s) moves towards the projected
+          log-space targets of `losses.alpha_dual_target`, state by state: the
+          damped Gauss-Newton step J^T (J J^T + lambda I)^-1 (target - log alpha),
+          with J J^T from `StateAlpha.tangent_kernel`. To first order it moves the
+          batch's log alpha(s) by the ridge fit of their changes (each state to its
+          own target as lambda -> 0 where J J^T is non-singular; a batch drawn with
+          replacement repeats states, and then a repeated state moves to the mean
+          of its copies' targets). A plain gradient step moves all states by nearly
+          the batch's mean change, since J J^T is dominated by the direction every
+          state shares; solving with it undoes that.
+      "line_search": one gradient step of the same regression, its length the exact
           line search of the linearised network (least squares over the batch).
-    Either way the per-state change is set by the dual step size, not by the
-    network's width, depth or an optimiser's normalisation (Adam on a linear
-    dual loss moves every weight by ~lr and the output ~1000x faster).
+      "paper": Alg. 1 line 8 as written, on the paper's softplus network: the dual
+          gradient of E_s[alpha(s) (KL(s) - eps_KL)] by `algo.alpha_paper_optimizer`
+          (Adam, as the released code steps its scalar alpha, or SGD) at lr_alpha =
+          `algo.alpha_lr`, no bound beyond alpha > 0.
+    For the first two, the per-state change is set by the dual step size, not by the
+    network's width, depth or an optimiser's normalisation (Adam on a linear dual loss
+    moves every weight by ~lr and the output ~1000x faster), and each state's departure
+    from the batch's mean is scaled by `algo.alpha_dual_gain`: "leverage"
+    (`leverage_state_gain`) or "constant" (`algo.alpha_dual_state_gain`).
     Global (released code): Adam on alpha's softplus parameter.
     """
     algo, train_state = self.algo, state.alpha
-    if algo.alpha == "global":
+    if algo.alpha == "global" or self.alpha_dual_fit == "paper":
       values, pullback = jax.vjp(lambda params: train_state.apply_fn(params, observations),
                                  train_state.params)
 
-      def global_step():
+      def gradient_step():
         value_gradients, metrics = jax.grad(losses.global_alpha_loss, has_aux=True)(
             values, divergence, state.kl_threshold)
         (gradients,) = pullback(value_gradients)
         return _apply_gradients(train_state, gradients), metrics
 
-      return values, global_step
+      return values, gradient_step
 
     # Runs saved before these options go on with the step they began with.
-    fit = algo.get("alpha_dual_fit", "line_search")
+    fit = self.alpha_dual_fit
     max_violation = algo.get("alpha_dual_max_violation", 1.0)
-    state_gain = self.value(state, "alpha_dual_state_gain", saved_before=1.0)
+    violation = algo.get("alpha_dual_violation", "relative")
+    gain = algo.get("alpha_dual_gain", "constant")
     log_alpha_of = lambda params: train_state.apply_fn(params, observations, method="log_alpha")  # noqa: E731
     log_alpha, linearized = jax.linearize(log_alpha_of, train_state.params)
     log_bounds = (math.log(algo.alpha_min), math.log(algo.alpha_max))
     values = jnp.exp(jnp.clip(log_alpha, *log_bounds))
 
     def state_step():
+      metrics = {}
+      kernel = None
+      if fit == "kernel" or gain == "leverage":
+        kernel = train_state.apply_fn(train_state.params, observations, method="tangent_kernel")
+      if gain == "leverage":
+        # Without a dataset size the batch is taken for the whole data: every state in
+        # every batch, so g = 1.
+        dataset_size = self.dataset_size or observations.shape[0]
+        state_gain = leverage_state_gain(kernel, algo.alpha_dual_damping, dataset_size)
+        metrics |= {"alpha_gain_mean": jnp.mean(state_gain), "alpha_gain_max": jnp.max(state_gain)}
+      else:
+        state_gain = self.value(state, "alpha_dual_state_gain", saved_before=1.0)
       target = losses.alpha_dual_target(
           log_alpha, divergence, state.kl_threshold, self.value(state, "alpha_dual_step"), log_bounds,
-          max_violation, state_gain)
+          max_violation, state_gain, violation)
       loss, residual_gradient = jax.value_and_grad(losses.alpha_loss)(log_alpha, target)
       residual = log_alpha - target
+      metrics["alpha_loss"] = loss
       if fit == "kernel":
-        kernel = train_state.apply_fn(train_state.params, observations, method="tangent_kernel")
         output_weights = damped_kernel_solve(kernel, residual, algo.alpha_dual_damping)
         (scaled,) = jax.linear_transpose(linearized, train_state.params)(output_weights)
-        metrics = {"alpha_loss": loss}
       else:
         (gradients,) = jax.linear_transpose(linearized, train_state.params)(residual_gradient)
         output_change = linearized(gradients)  # d log alpha per unit step along the gradient
         length = jnp.vdot(residual, output_change) / jnp.maximum(jnp.vdot(output_change, output_change), 1e-30)
         scaled = jax.tree.map(lambda g: length * g, gradients)
-        metrics = {"alpha_loss": loss, "alpha_step_length": length}
+        metrics["alpha_step_length"] = length
       return _apply_gradients(train_state, scaled), metrics
 
     return values, state_step
@@ -636,6 +672,46 @@ def damped_kernel_solve(kernel: jax.Array, residual: jax.Array, damping: float) 
   """
   ridge = damping * jnp.trace(kernel) / kernel.shape[0]
   return jnp.linalg.solve(kernel + ridge * jnp.eye(kernel.shape[0], dtype=kernel.dtype), residual)
+
+
+def leverage_state_gain(kernel: jax.Array, damping: float, dataset_size: int) -> jax.Array:
+  """g(s) [B]: how many updates pass, per update that moves it, for each batch state's own part
+  of alpha(s), from the batch's tangent kernel K [B, B] (the dual step's own J J^T).
+
+  In Alg. 1 every state's alpha(s) moves at every update. Here the part every state shares
+  (the batch's mean violation) does, but a state's departure from it moves only when the
+  batch holds the state or states the network does not tell apart from it. Which those are
+  is in the centred kernel K_c = H K H (H = I - 11^T / B: the shared direction removed), and
+  how many there are in its ridge fit's leverage, with the same relative damping as the
+  step's solve:
+
+    h_i = [K_c (K_c + lambda I)^-1]_ii,   lambda = damping x trace(K_c) / B.
+
+  m batch states that share one direction have h = 1 / m each, so 1 / h_i - 1 counts the
+  other batch states in state i's share: an unbiased estimate of the B - 1 draws' expected
+  number, (B - 1) rho_i. At an update that need not hold state i, its share receives
+  E_i = (1 / h_i - 1) B / (B - 1) + B / N batch states on average (B / N: the state itself),
+  and its own part moves at the rate min(1, E_i) of the paper's. The gain restores it:
+
+    g_i = 1 / clip(E_i, B / N, 1),   1 <= g_i <= N / B.
+
+  A state the network spreads over many batch states (dense data, smooth features) keeps
+  g = 1: its part already moves at every update. A state no other batch state shares
+  (h -> 1) gets N / B, the rate of a table of alphas visited every N / B updates. Nothing
+  here is tuned to a data size: N enters only through the state's own draw.
+  """
+  size = kernel.shape[0]
+  centred = kernel - jnp.mean(kernel, axis=0, keepdims=True) - jnp.mean(kernel, axis=1, keepdims=True) + jnp.mean(kernel)
+  centred = 0.5 * (centred + centred.T)
+  ridge = jnp.maximum(damping * jnp.trace(centred) / size, jnp.finfo(kernel.dtype).tiny)
+  # h = diag(K_c (K_c + lambda I)^-1) = 1 - lambda diag((K_c + lambda I)^-1), by Cholesky.
+  factor = jnp.linalg.cholesky(centred + ridge * jnp.eye(size, dtype=kernel.dtype))
+  inverse_factor = jax.scipy.linalg.solve_triangular(factor, jnp.eye(size, dtype=kernel.dtype), lower=True)
+  # 1 - h_i, computed as such: near h = 1 (the states that matter) 1 - h would round away.
+  unexplained = jnp.clip(ridge * jnp.sum(inverse_factor**2, axis=0), 0.0, 1.0 - 1.0 / size)
+  own_share = size / dataset_size
+  exposure = unexplained / (1.0 - unexplained) * size / max(size - 1, 1) + own_share  # 1/h - 1 = (1-h)/h
+  return jax.lax.stop_gradient(1.0 / jnp.clip(exposure, min(own_share, 1.0), 1.0))
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:

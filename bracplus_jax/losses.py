@@ -482,6 +482,25 @@ def lagrange_multiplier_loss(multiplier: jax.Array, violation: jax.Array) -> jax
   return -jnp.mean(multiplier * jax.lax.stop_gradient(violation))
 
 
+def dual_violation(
+    kl: jax.Array, kl_threshold: jax.Array | float, kind: str = "relative", max_violation: float = 1.0
+) -> jax.Array:
+  """How far each state is from its constraint, in units free of the divergence's scale.
+
+    relative: clip((KL(s) - eps_KL) / eps_KL, -1, m), linear in KL(s) as Alg. 1 line 8 is;
+              below eps_KL it is at least -1 (KL >= 0), above it reaches m, so one state far
+              over the bound pushes up as hard as m states at KL = 0 pull down.
+    log:      clip(log(KL(s) / eps_KL), -m, m), symmetric around eps_KL: KL = 2 eps_KL and
+              KL = eps_KL / 2 push alpha(s) up and down equally hard, so up-moves cannot
+              outrun down-moves, and near eps_KL it equals the relative violation to first
+              order (log(1 + x) = x + O(x^2)).
+  """
+  if kind == "log":
+    ratio = jnp.maximum(kl, 1e-12 * kl_threshold) / kl_threshold  # an estimate of 0 reads as tiny
+    return jnp.clip(jnp.log(ratio), -max_violation, max_violation)
+  return jnp.clip((kl - kl_threshold) / kl_threshold, -1.0, max_violation)
+
+
 def alpha_dual_target(
     log_alpha: jax.Array,
     kl: jax.Array,
@@ -490,32 +509,33 @@ def alpha_dual_target(
     log_alpha_bounds: tuple[float, float],
     max_violation: float = 1.0,
     state_gain: jax.Array | float = 1.0,
+    violation: str = "relative",
 ) -> jax.Array:
   """The state-wise dual step of Alg. 1 line 8, taken in log space and projected onto bounds.
 
     paper: alpha(s) <- alpha(s) + lr_alpha (KL(s) - eps_KL)
-    here:  log alpha(s) <- clip(log alpha(s) + eta min((KL(s) - eps_KL) / eps_KL, m),
+    here:  log alpha(s) <- clip(log alpha(s) + eta (mean(v) + g(s) (v(s) - mean(v))),
                                 log alpha_min, log alpha_max)
 
-  Same sign and fixed point: alpha(s) grows where KL(s) > eps_KL and shrinks
-  where it is below. The multiplicative (mirror-descent) step keeps alpha > 0;
-  dividing by eps_KL makes it free of the divergence's units. Below eps_KL the
-  relative violation is at least -1 (KL >= 0); above, it is linear in KL(s) as in
-  the paper up to m = `max_violation`, so a state far over the bound pushes up as
-  hard as m states just under it pull down, while one wild estimate moves
-  alpha(s) by at most a factor e^(eta m). The projection holds the bounds without
-  windup. log_alpha, kl [N] -> target [N], with no gradient.
+  with v(s) the `dual_violation` of `violation`'s kind. Same sign and fixed point:
+  alpha(s) grows where KL(s) > eps_KL and shrinks where it is below. The
+  multiplicative (mirror-descent) step keeps alpha > 0; the violation is free of
+  the divergence's units. The projection holds the bounds without windup.
 
-  `state_gain` g scales each state's departure from the batch's mean violation v:
-  the step is eta (mean(v) + g (v(s) - mean(v))). In Alg. 1 every state's alpha(s)
-  moves at every update; a batch of B of the data's N states visits each state
-  only every N / B updates, while the part every state shares moves at each one.
-  g = 1 is the plain step; g near N / B gives every state the paper's rate.
+  `state_gain` g(s) (a number or one per state) scales each state's departure from the
+  batch's mean violation. In Alg. 1 every state's alpha(s) moves at every update; a
+  batch of B of the data's N states carries a state's own part only when the batch
+  reaches it, while the part every state shares moves at each update. g = 1 is the
+  plain step; `learner.leverage_state_gain` sets g(s) from how often a batch reaches
+  the state. With |v| <= m, one estimate moves log alpha(s) by at most
+  eta (|mean(v)| + g |v(s) - mean(v)|) <= eta m (2 g - 1) for the log violation
+  (eta (g m + g - 1) for the relative one, whose v lies in [-1, m]).
+  log_alpha, kl [N] -> target [N], with no gradient.
   """
-  relative_violation = jnp.clip((kl - kl_threshold) / kl_threshold, -1.0, max_violation)
+  v = dual_violation(kl, kl_threshold, violation, max_violation)
   # = mean(v) + g (v - mean(v)), written so that g = 1 gives v itself, bit for bit.
-  departure = relative_violation - jnp.mean(relative_violation)
-  step = relative_violation + (state_gain - 1.0) * departure
+  departure = v - jnp.mean(v)
+  step = v + (state_gain - 1.0) * departure
   target = jnp.clip(log_alpha + step_size * step, *log_alpha_bounds)
   return jax.lax.stop_gradient(target)
 

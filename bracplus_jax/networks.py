@@ -487,6 +487,9 @@ class StateAlpha(nn.Module):
   initial: float = 10.0
   minimum: float = 1e-3
   maximum: float = 1e4
+  # log: the output is log alpha(s), kept in [log minimum, log maximum] | softplus: the
+  # paper's App. F head, alpha(s) = softplus(output) > 0 with no other bound.
+  output: str = "log"
 
   def setup(self):
     # Plain nn.Dense in float32, whatever the matmul_dtype: the dual step takes forward-mode
@@ -494,13 +497,22 @@ class StateAlpha(nn.Module):
     self.trunk = [nn.Dense(width) for width in self.hidden_dims]
     self.head = nn.Dense(1, kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros)
 
-  def log_alpha(self, observations: jax.Array) -> jax.Array:
+  def raw(self, observations: jax.Array) -> jax.Array:
+    """The head's output plus the start's offset: log alpha(s), or softplus^-1 alpha(s)."""
     x = observations
     for layer in self.trunk:
       x = nn.relu(layer(x))
-    return self.head(x)[..., 0] + math.log(self.initial)
+    offset = math.log(self.initial) if self.output == "log" else _inverse_softplus(self.initial)
+    return self.head(x)[..., 0] + offset
+
+  def log_alpha(self, observations: jax.Array) -> jax.Array:
+    if self.output == "log":
+      return self.raw(observations)
+    return jnp.log(nn.softplus(self.raw(observations)))
 
   def __call__(self, observations: jax.Array) -> jax.Array:
+    if self.output == "softplus":
+      return nn.softplus(self.raw(observations))
     log_alpha = jnp.clip(self.log_alpha(observations), math.log(self.minimum), math.log(self.maximum))
     return jnp.exp(log_alpha)
 

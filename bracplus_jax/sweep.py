@@ -31,7 +31,8 @@ SWEEPABLE = {
     "kl_margin": ("divergence", "kl", "it is eps_KL's margin for divergence 'kl'"),
     "mmd_margin": ("divergence", "mmd", "it is eps_KL's margin for divergence 'mmd'"),
     "alpha_dual_step": ("alpha", "state", "it is the state-wise alpha(s)'s dual step"),
-    "alpha_dual_state_gain": ("alpha", "state", "it scales the state-wise alpha(s)'s dual step"),
+    "alpha_dual_state_gain": [("alpha", "state", "it scales the state-wise alpha(s)'s dual step"),
+                              ("alpha_dual_gain", "constant", "it is the gain of every state when the gain is constant")],
     "alpha_init": None, "entropy_init": None, "gamma": None, "tau": None,
     "target_entropy": None,
     "target_entropy_offset": ("target_entropy", None, "it shifts the H0 rule used when target_entropy is None"),
@@ -87,8 +88,7 @@ def why_not_sweepable(path: str, config: ml_collections.ConfigDict) -> str | Non
       return "it chooses a code path"
     return "it is not one of the sweepable fields"
   needs = SWEEPABLE[name]
-  if needs is not None:
-    field, wanted, reason = needs
+  for field, wanted, reason in [] if needs is None else needs if isinstance(needs, list) else [needs]:
     if config.algo.get(field) != wanted:
       return f"it has no effect with algo.{field} = {config.algo.get(field)!r} ({reason})"
   return None

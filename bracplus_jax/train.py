@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from bracplus_jax import config as config_lib
 from bracplus_jax import learner, sweep
 from bracplus_jax.data import OfflineDataset, monte_carlo
+from bracplus_jax.errors import InputError
 
 # Steps per compiled block (`config.block_steps`' default): long enough to amortise dispatch,
 # short enough for a live progress bar.
@@ -68,11 +69,30 @@ def run_values(config: ml_collections.ConfigDict) -> dict[str, jax.Array]:
   return {name: jnp.asarray(values) for name, values in sweep.run_values(config).items()}
 
 
-def make_algorithm(config: ml_collections.ConfigDict, observation_dim: int, action_dim: int):
-  """The learner of a run's config, swept fields included."""
+def make_algorithm(config: ml_collections.ConfigDict, observation_dim: int, action_dim: int,
+                   dataset_size: int | None = None):
+  """The learner of a run's config, swept fields included; `dataset_size` (N) where it trains."""
   return learner.BRACPlus(
       config.algo, observation_dim, action_dim, behavior_steps=config.behavior_steps,
-      policy_init_steps=config.policy_init_steps, swept=tuple(sweep.run_values(config)))
+      policy_init_steps=config.policy_init_steps, swept=tuple(sweep.run_values(config)),
+      dataset_size=dataset_size)
+
+
+def check_state_gain(config: ml_collections.ConfigDict, dataset_size: int) -> None:
+  """Refuses a constant state gain above N / B, before anything compiles: a batch reaches each
+  state every N / B updates, so a larger gain moves a state's own part faster than Alg. 1."""
+  algo = config.algo
+  if algo.alpha != "state" or algo.get("alpha_dual_gain", "constant") != "constant":
+    return
+  if algo.get("alpha_dual_fit", "line_search") == "paper":
+    return
+  gains = sweep.run_values(config).get("alpha_dual_state_gain", [algo.get("alpha_dual_state_gain", 1.0)])
+  limit = dataset_size / config.batch_size
+  if max(gains) > limit:
+    raise InputError(
+        f"config.algo.alpha_dual_state_gain = {max(gains)!r} is above N / B = {dataset_size:,} / "
+        f"{config.batch_size} = {limit:.1f}; expected at most {limit:.1f}, or "
+        "config.algo.alpha_dual_gain = 'leverage', which sets each state's gain from the data")
 
 
 def _split(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -127,11 +147,10 @@ class Trainer:
     if self.sharding is not None:  # every device holds the whole dataset
       transitions = jax.device_put(transitions, NamedSharding(self.sharding.mesh, PartitionSpec()))
     self.transitions = transitions
-    self.algorithm = make_algorithm(config, transitions.observation_dim, transitions.action_dim)
+    check_state_gain(config, transitions.size)
+    self.algorithm = make_algorithm(
+        config, transitions.observation_dim, transitions.action_dim, dataset_size=transitions.size)
     self._scans: dict[tuple[str, int], Callable] = {}
-    # Sees every block as it ends, (phase, steps, seconds, compiled before it ran), for timing;
-    # while it is set, each block is waited for. `bracplus_jax.estimate` uses it.
-    self.on_block: Optional[Callable[[str, int, float, bool], None]] = None
     over_seeds = lambda f: jax.jit(jax.vmap(f, in_axes=(0, None, 0)))  # noqa: E731
     algorithm = self.algorithm
     self._init = jax.jit(jax.vmap(algorithm.init))
@@ -189,15 +208,11 @@ class Trainer:
     length = block_length(num_steps, self.config.get("block_steps", BLOCK_STEPS))
     done = min(first_block * length, num_steps)
     with tqdm.tqdm(total=num_steps, initial=done, desc=description, unit="step",
-                   disable=not self.progress, dynamic_ncols=True, leave=True) as bar:
+                   disable=not self.progress, dynamic_ncols=True, leave=False) as bar:
       while done < num_steps:
         block = min(length, num_steps - done)
         keys, block_keys = _split(keys)
-        compiled, began = (name, block) in self._scans, time.perf_counter()
         state, metrics = self._scan(name, block)(state, self.transitions, block_keys)
-        if self.on_block is not None:
-          jax.block_until_ready(metrics)
-          self.on_block(name, block, time.perf_counter() - began, compiled)
         done += block
         bar.update(block)
         if after_block is not None and done < num_steps:

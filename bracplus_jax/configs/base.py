@@ -116,26 +116,32 @@ def algorithm_config() -> ml_collections.ConfigDict:
   # State-wise Lagrange multiplier alpha(s) (Sec. 3.2).
   algo.alpha = "state"  # state: alpha(s) network (paper) | global: one scalar (released)
   algo.alpha_init = 10.0  # alpha's start, in every state (released code's global alpha: 10)
-  # alpha(s)'s dual step (Alg. 1 line 8) in log space: log alpha(s) moves by
-  # alpha_dual_step x (KL(s) - eps_KL) / eps_KL per update, so by e^-1 = 0.37x in 1,000
-  # updates where KL(s) = 0 and e^1 = 2.7x where KL(s) = 2 eps_KL; it stays in
-  # [alpha_min, alpha_max].
-  algo.alpha_dual_step = 1e-3
-  # The relative violation (KL(s) - eps_KL) / eps_KL is linear up to this cap, as Alg. 1
-  # line 8 is linear in KL(s) - eps_KL: a state at 5 eps_KL pushes alpha(s) up 4x as hard as
-  # one at 2 eps_KL (a cap of 1 treats them alike), and one wild estimate moves it <= e^(10 eta).
-  algo.alpha_dual_max_violation = 10.0
-  # Each state's departure from the batch's mean violation is scaled by this gain: a batch
-  # visits a state only every N / B updates (~430-780 on the Hopper files), while the part
-  # all states share moves at every one (losses.alpha_dual_target). 1 is the plain step,
-  # which let a quarter of the states drift above 1.2 eps_KL on mixed data; 300 pushed
-  # alpha(s) to 20-80x its start and KL to 0.2 eps_KL within 1,000 updates (README). Keep it
-  # well under N / B: with N / B = 31, 30 also holds KL far under eps_KL.
-  algo.alpha_dual_state_gain = 30.0
-  # kernel: each batch state's log alpha(s) moves to its own target (a damped Gauss-Newton
+  # alpha(s)'s dual step (Alg. 1 line 8), `learner.alpha_dual`:
+  # kernel: log alpha(s) of each batch state moves to its own target (a damped Gauss-Newton
   # step of the alpha(s) network) | line_search: one gradient step, which moves every state
-  # by about the batch's mean change.
+  # by about the batch's mean change | paper: Alg. 1 line 8 as written, the dual gradient
+  # of E[alpha(s) (KL(s) - eps_KL)] on a softplus head by alpha_paper_optimizer at alpha_lr,
+  # no bounds beyond alpha > 0 (docs/algorithm.md shows what it does on Hopper data).
   algo.alpha_dual_fit = "kernel"
+  algo.alpha_paper_optimizer = "adam"  # adam | sgd, for alpha_dual_fit = "paper"
+  # kernel and line_search step in log space: log alpha(s) moves by alpha_dual_step x v(s),
+  # v the violation below, and stays in [alpha_min, alpha_max].
+  algo.alpha_dual_step = 1e-3
+  # log: v = clip(log(KL(s) / eps_KL), -m, m), symmetric around eps_KL, so up-moves cannot
+  # outrun down-moves | relative: v = clip((KL(s) - eps_KL) / eps_KL, -1, m), linear in KL(s)
+  # as line 8 is. m = alpha_dual_max_violation: with the log violation, KL(s) between
+  # e^-2 = 0.14 and e^2 = 7.4 eps_KL moves alpha(s) in proportion.
+  algo.alpha_dual_violation = "log"
+  algo.alpha_dual_max_violation = 2.0
+  # Each state's departure from the batch's mean violation is scaled by a gain g(s): the
+  # part all states share moves at every update, a state's own part only when a batch
+  # reaches it or states the network does not tell apart from it.
+  # leverage: g(s) from the ridge leverage of the batch's centred tangent kernel, between 1
+  # (the state's part moves at every update already) and N / B (no other state shares it):
+  # learner.leverage_state_gain | constant: g = alpha_dual_state_gain for every state (runs
+  # refuse a gain above N / B; 1 is the plain step).
+  algo.alpha_dual_gain = "leverage"
+  algo.alpha_dual_state_gain = 1.0
   algo.alpha_dual_damping = 0.01  # the Gauss-Newton step's ridge, relative to J J^T's mean eigenvalue
   algo.alpha_min = 1e-3
   algo.alpha_max = 1e4  # the released code's cap on its global alpha
@@ -169,7 +175,7 @@ def algorithm_config() -> ml_collections.ConfigDict:
 
 
 def use_released_code_choices(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The authors' released code's gym defaults, where they differ from the paper (PAPER.md)."""
+  """The authors' released code's gym defaults, where they differ from the paper (docs/paper.md)."""
   algo = config.algo
   config.batch_size = 100
   algo.policy_hidden_dims = (256, 256)
@@ -188,7 +194,7 @@ def use_released_code_choices(config: ml_collections.ConfigDict) -> ml_collectio
   return config
 
 
-# Per-task settings of the released code (PAPER.md): the margin added to the initial
+# Per-task settings of the released code (docs/paper.md): the margin added to the initial
 # policy's KL to make eps_KL, and the gradient penalty's target OOD gradient norm.
 KL_MARGINS = {"random": 3.0, "medium": None, "medium_expert": 0.2, "mixed": 3.0}
 MEDIUM_KL_MARGINS = {"hopper": 0.2, "walker2d": 1.0, "halfcheetah": 7.0}
