@@ -108,3 +108,13 @@ def test_a_wheel_installed_in_a_fresh_environment_trains_from_any_folder(tmp_pat
   assert summary["versions"]["bracplus-jax"] == version
   assert summary["versions"]["bracplus-jax commit"] is None  # an installed wheel is in no git checkout
   assert (tmp_path / "data" / "generated" / "Hopper-v5_random.hdf5").is_file()
+
+
+def test_the_citation_file_cites_the_paper():
+  yaml = pytest.importorskip("yaml")  # PyYAML comes with the docs extra (mkdocs) and wandb
+  citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+  assert citation["cff-version"] == "1.2.0" and citation["license"] == "MIT"
+  paper = citation["preferred-citation"]
+  assert paper["title"] == "BRAC+: Improved Behavior Regularized Actor Critic for Offline Reinforcement Learning"
+  assert [author["family-names"] for author in paper["authors"]] == ["Zhang", "Kuppannagari", "Prasanna"]
+  assert paper["year"] == 2021 and "2110.00894" in paper["url"]
