@@ -60,7 +60,7 @@ from bracplus_jax.collection.collect import RECIPES
 from bracplus_jax.data.d4rl_source import cache_dir
 from bracplus_jax.data.identity import run_versions
 from bracplus_jax.errors import InputError
-from bracplus_jax.files import atomic_write, write_json_atomically
+from bracplus_jax.files import atomic_path, atomic_write, write_json_atomically
 from bracplus_jax.studies.outputs import markdown_table
 from bracplus_jax.studies.run_figures import critic_figure, multiplier_figure
 from bracplus_jax.studies.run_files import in_last_third, last_third, per_epoch, read_records, read_run, with_start
@@ -440,11 +440,12 @@ def run_evidence(config: ml_collections.ConfigDict, env: str, recipes: list[str]
                + window_table + "\nBRAC+'s critic and constraint, per seed:\n\n" + critic_and_constraint
                + "\nWhat BRAC+ must show on each kind of data:\n\n" + targets)
   for recipe, entry in results["recipes"].items():
-    figure = curves_figure(env, recipe, entry)
-    figure.savefig(f"{stem}_{recipe}.png", dpi=120)
     run = read_run(f"{recipe} BRAC+", os.path.join(workdir, recipe, "brac_plus"))
-    multiplier_figure([run]).savefig(f"{stem}_{recipe}_multiplier.png", dpi=100)
-    critic_figure([run]).savefig(f"{stem}_{recipe}_critic.png", dpi=100)
+    for path, figure, dpi in ((f"{stem}_{recipe}.png", curves_figure(env, recipe, entry), 120),
+                              (f"{stem}_{recipe}_multiplier.png", multiplier_figure([run]), 100),
+                              (f"{stem}_{recipe}_critic.png", critic_figure([run]), 100)):
+      with atomic_path(path) as partial:
+        figure.savefig(partial, format="png", dpi=dpi)
   print("\n" + table + "\n" + window_table + "\n" + critic_and_constraint + "\n" + targets)
   print(f"results: {stem}.json, {stem}.md, {stem}_<recipe>.png, {stem}_<recipe>_multiplier.png, "
         f"{stem}_<recipe>_critic.png")
