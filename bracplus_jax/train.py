@@ -151,6 +151,9 @@ class Trainer:
     self.algorithm = make_algorithm(
         config, transitions.observation_dim, transitions.action_dim, dataset_size=transitions.size)
     self._scans: dict[tuple[str, int], Callable] = {}
+    # Sees every block as it ends, (phase, steps, seconds, compiled before it ran), for timing;
+    # while it is set, each block is waited for. `bracplus_jax.estimate` uses it.
+    self.on_block: Optional[Callable[[str, int, float, bool], None]] = None
     over_seeds = lambda f: jax.jit(jax.vmap(f, in_axes=(0, None, 0)))  # noqa: E731
     algorithm = self.algorithm
     self._init = jax.jit(jax.vmap(algorithm.init))
@@ -208,11 +211,15 @@ class Trainer:
     length = block_length(num_steps, self.config.get("block_steps", BLOCK_STEPS))
     done = min(first_block * length, num_steps)
     with tqdm.tqdm(total=num_steps, initial=done, desc=description, unit="step",
-                   disable=not self.progress, dynamic_ncols=True, leave=False) as bar:
+                   disable=not self.progress, dynamic_ncols=True, leave=True) as bar:
       while done < num_steps:
         block = min(length, num_steps - done)
         keys, block_keys = _split(keys)
+        compiled, began = (name, block) in self._scans, time.perf_counter()
         state, metrics = self._scan(name, block)(state, self.transitions, block_keys)
+        if self.on_block is not None:
+          jax.block_until_ready(metrics)
+          self.on_block(name, block, time.perf_counter() - began, compiled)
         done += block
         bar.update(block)
         if after_block is not None and done < num_steps:
