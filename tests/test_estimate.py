@@ -1,5 +1,8 @@
 """Before a run: its work in one line, then an estimate from each phase's first compiled block."""
 
+import pytest
+from conftest import episodes_dataset
+
 from bracplus_jax import estimate
 from bracplus_jax.configs import base, hopper_local
 
@@ -58,3 +61,22 @@ def test_a_resumed_run_counts_what_it_made_already():
 def test_durations_read_naturally():
   assert [estimate.duration(s) for s in (0.4, 59, 61, 3599, 3600 * 5 + 125)] == [
       "0 s", "59 s", "1 min 1 s", "59 min 59 s", "5 h 2 min"]
+
+
+@pytest.mark.slow
+def test_the_trainer_reports_every_block_and_whether_it_had_compiled(d4rl_file):
+  from bracplus_jax import data, train
+  path = d4rl_file(**episodes_dataset([40, 40], ["terminal", "timeout"], obs_dim=3, act_dim=2))
+  dataset = data.load_dataset(f"hdf5:{path}", progress=False)
+  config = base.get_config()
+  for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims", "alpha_hidden_dims"):
+    config.algo[name] = (8, 8)
+  config.batch_size, config.block_steps = 8, 2
+  trainer = train.Trainer(config, dataset, progress=False)
+  seen = []
+  trainer.on_block = lambda *block: seen.append(block)
+  state, keys = trainer.initial()
+  trainer.run_steps("behavior", state, keys, 6, "behaviour model")
+  assert [(name, steps, compiled) for name, steps, _, compiled in seen] == [
+      ("behavior", 2, False), ("behavior", 2, True), ("behavior", 2, True)]
+  assert all(seconds > 0 for _, _, seconds, _ in seen)
