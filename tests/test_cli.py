@@ -53,9 +53,11 @@ def test_no_command_or_an_unknown_one_is_refused(tmp_path):
 
 
 def test_version(tmp_path):
-  import bracplus_jax
   result = bracplus("--version", cwd=tmp_path)
-  assert result.returncode == 0 and result.stdout.strip() == f"bracplus {bracplus_jax.__version__}"
+  # The version the same interpreter and path find (installed metadata, or a build's egg-info).
+  version = bracplus("-", cwd=tmp_path, code="import bracplus_jax; print(bracplus_jax.__version__); sys.exit(0)")
+  assert result.returncode == 0 and result.stdout.strip() == f"bracplus {version.stdout.strip()}"
+  assert version.stdout.strip() not in ("", "0+unknown")
 
 
 @pytest.mark.parametrize("name", sorted(commands.COMMANDS))
