@@ -8,6 +8,7 @@ of them into one compiled `lax.scan` that draws its batches on the device, and
 
 from __future__ import annotations
 
+import functools
 import math
 from functools import partial
 from typing import Any, Callable
@@ -713,10 +714,20 @@ def leverage_state_gain(kernel: jax.Array, damping: float, dataset_size: int) ->
   return jax.lax.stop_gradient(1.0 / jnp.clip(exposure, min(own_share, 1.0), 1.0))
 
 
+@functools.cache
+def _blas_threads():
+  from threadpoolctl import ThreadpoolController
+  return ThreadpoolController()
+
+
 def _ridge_unexplained_numpy(kernel: np.ndarray, ridge: np.ndarray) -> np.ndarray:
   kernel, ridge = np.asarray(kernel, np.float64), np.asarray(ridge, np.float64)
   damped = kernel + ridge[..., None, None] * np.eye(kernel.shape[-1])
-  return (ridge[..., None] * np.diagonal(np.linalg.inv(damped), axis1=-2, axis2=-1)).astype(np.float32)
+  # One BLAS thread: called at every update while XLA's threads run, a threaded inverse
+  # spends ~10x longer waiting for cores than computing.
+  with _blas_threads().limit(limits=1, user_api="blas"):
+    inverse = np.linalg.inv(damped)
+  return (ridge[..., None] * np.diagonal(inverse, axis1=-2, axis2=-1)).astype(np.float32)
 
 
 def _ridge_unexplained(kernel: jax.Array, ridge: jax.Array) -> jax.Array:
