@@ -39,10 +39,13 @@ def test_requirements_match_pyproject_dependencies():
 
 
 def test_the_core_trains_and_the_rest_are_extras():
-  core = {requirement.split(">")[0].split("[")[0] for requirement in PYPROJECT["project"]["dependencies"]}
+  names = lambda requirements: {r.split(">")[0].split("[")[0].split("<")[0] for r in requirements}  # noqa: E731
+  core = names(PYPROJECT["project"]["dependencies"])
   assert {"jax", "flax", "optax", "chex", "orbax-checkpoint", "ml-collections", "absl-py", "numpy", "h5py",
-          "tqdm", "gymnasium", "scipy", "pooch"} == core
+          "tqdm", "gymnasium", "scipy", "pooch"} <= core
   assert {"wandb", "minari", "evidence", "adroit", "d4rl", "gym", "test", "docs", "all"} <= set(EXTRAS)
+  optional = {"wandb", "minari", "rliable", "pandas", "matplotlib", "gymnasium-robotics", "gym", "shimmy", "d4rl"}
+  assert not core & optional, core & optional  # what the extras add stays out of the core
   names = lambda extra: {r.split(">")[0].split("[")[0].split("<")[0] for r in expanded(extra)}  # noqa: E731
   assert names("evidence") == {"rliable", "pandas", "matplotlib"}
   assert {"wandb", "minari", "rliable", "pytest", "hypothesis", "build"} <= names("test")
