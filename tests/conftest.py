@@ -17,23 +17,11 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-import importlib  # noqa: E402
-import pkgutil  # noqa: E402
-import sys  # noqa: E402
 
 import h5py  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
-import bracplus_jax.configs  # noqa: E402
-
-# The configs used to sit beside the package, as `configs`; test modules that still import
-# `from configs import base` get the packaged modules themselves (one module per file).
-sys.modules.setdefault("configs", bracplus_jax.configs)
-for _module in pkgutil.iter_modules(bracplus_jax.configs.__path__):
-  sys.modules.setdefault(f"configs.{_module.name}",
-                         importlib.import_module(f"bracplus_jax.configs.{_module.name}"))
 
 
 def write_d4rl_file(path, metadata=None, **arrays):

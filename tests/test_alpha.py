@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from configs import base  # noqa: E402
+from bracplus_jax.configs import base  # noqa: E402
 
 from bracplus_jax import learner, losses, networks  # noqa: E402
 

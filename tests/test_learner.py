@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from configs import base  # noqa: E402
+from bracplus_jax.configs import base  # noqa: E402
 
 from bracplus_jax import config as config_lib  # noqa: E402
 from bracplus_jax import data, learner, losses, train  # noqa: E402
@@ -364,7 +364,7 @@ def test_bfloat16_steps_compile_and_run_at_hopper_sizes_over_seeds():
   """XLA's CPU backend has bfloat16 x bfloat16 -> float32 products only in its YNNPACK kernels,
   chosen per product by shape and layout: every step of the hopper_local config (2 x 256
   networks, batch 256), vmapped over 2 seeds, must run with all of its products there."""
-  from configs import hopper_local
+  from bracplus_jax.configs import hopper_local
   config = hopper_local.get_config("mixed")
   config.algo.matmul_dtype = "bfloat16"
   algorithm = learner.BRACPlus(config.algo, 11, 3)
