@@ -543,7 +543,11 @@ class BRACPlus:
     q_action_gradients = -actor_cotangents[0] * math.prod(actions.shape[:2])
     metrics["policy_action_q_gradient_norm"] = jnp.mean(jnp.linalg.norm(q_action_gradients, axis=-1))
 
-    # Line 8: the alpha dual step, on the same forward pass of the alpha network.
+    # Line 8: the alpha dual step, on the same forward pass of the alpha network. Alg. 1 steps
+    # alpha and beta (line 9) on the KL and entropy after the actor's step; these are the ones
+    # measured before it, on this update's one pass of the policy and behaviour model: a
+    # second pass after the actor's step would add both networks' forward passes to every
+    # update for a change of one small policy step.
     alpha, alpha_metrics = alpha_step()
     metrics |= alpha_metrics | self.multiplier_metrics(alpha_values, fixed_divergence, state.kl_threshold)
 
