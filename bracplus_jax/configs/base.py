@@ -132,7 +132,7 @@ def algorithm_config() -> ml_collections.ConfigDict:
   # eps_KL | log: v = clip(log(KL(s) / eps_KL), -m, m), symmetric around eps_KL, but such
   # states settle where their geometric mean KL is eps_KL, their mean above it: on Hopper
   # mixed it left 25-34% of the states above 1.2 eps_KL at 30k updates, and 1.3-1.4 eps_KL
-  # on the one-step tests at N / B = 16 (docs/algorithm.md). m = alpha_dual_max_violation.
+  # in one run of the one-step tests at N / B = 16 (docs/algorithm.md). m = alpha_dual_max_violation.
   algo.alpha_dual_violation = "relative"
   algo.alpha_dual_max_violation = 10.0
   # Each state's departure from the batch's mean violation is scaled by a gain g(s): the
