@@ -8,9 +8,8 @@ of them into one compiled `lax.scan` that draws its batches on the device, and
 
 from __future__ import annotations
 
-import functools
 import math
-from functools import partial
+from functools import cache, partial
 from typing import Any, Callable
 
 import flax.struct
@@ -718,7 +717,7 @@ def leverage_state_gain(kernel: jax.Array, damping: float, dataset_size: int) ->
   return jax.lax.stop_gradient(1.0 / jnp.clip(exposure, min(own_share, 1.0), 1.0))
 
 
-@functools.cache
+@cache
 def _blas_threads():
   from threadpoolctl import ThreadpoolController
   return ThreadpoolController()
