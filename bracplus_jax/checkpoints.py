@@ -63,6 +63,18 @@ class Checkpointer:
     state_template, keys_template = template(progress.get("completed_units", latest))
     return self.restore(latest, state_template, keys_template)
 
+  def saved_shape(self, number: int, *path: str) -> Optional[tuple[int, ...]]:
+    """The shape of one array of checkpoint `number`'s state, by its keys (e.g. "alpha",
+    "params", "rows", "log_alpha"), read from the metadata alone; None where there is none."""
+    metadata = ocp.StandardCheckpointer().metadata(os.path.join(self.directory, str(number), "state"))
+    tree = metadata.item_metadata
+    try:
+      for key in path:
+        tree = tree[key]
+    except (KeyError, TypeError):
+      return None
+    return tuple(tree.shape)
+
   def save(self, number: int, state: Any, keys: jax.Array, progress: dict[str, Any]) -> None:
     self._manager.save(number, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),

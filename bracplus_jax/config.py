@@ -24,7 +24,7 @@ CHOICES = {
     "algo.alpha_dual_fit": ("kernel", "line_search", "paper"),
     "algo.alpha_paper_optimizer": ("adam", "sgd"),
     "algo.alpha_dual_violation": ("log", "relative"),
-    "algo.alpha_dual_gain": ("leverage", "constant"),
+    "algo.alpha_dual_gain": ("rows", "leverage", "constant"),
     "algo.gp_weighting": ("hard", "soft", "off"),
     "algo.gp_threshold": ("dataset", "batch"),
     "algo.td_backup": ("expected", "max"),
@@ -48,7 +48,7 @@ NON_NEGATIVE_INTEGERS = (
 )
 POSITIVE_NUMBERS = ("algo.mmd_sigma", "algo.alpha_init", "algo.entropy_init", "algo.alpha_dual_step",
                     "algo.alpha_min", "algo.alpha_max", "algo.alpha_dual_max_violation",
-                    "algo.alpha_dual_damping", "algo.alpha_dual_state_gain")
+                    "algo.alpha_dual_damping", "algo.alpha_dual_state_gain", "algo.alpha_dual_row_step")
 NON_NEGATIVE_NUMBERS = (
     "algo.behavior_lr", "algo.policy_init_lr", "algo.critic_lr", "algo.policy_lr", "algo.alpha_lr",
     "algo.entropy_lr", "algo.gp_lagrange_lr", "algo.gp_lambda", "algo.gp_max_ood_grad_norm",

@@ -44,7 +44,10 @@ def restore_run(run_dir: str):
   checkpointer = checkpoints.Checkpointer(os.path.join(run_dir, "checkpoints"))
   observation_space, action_space = envs.spaces(config.env)
   observation_dim, action_dim = observation_space.shape[0], action_space.shape[0]
-  algorithm = train.make_algorithm(config, observation_dim, action_dim)
+  latest = checkpointer.latest()
+  # alpha(s)'s row offsets (alpha_dual_gain "rows") have one entry per dataset row [seeds, N].
+  rows = None if latest is None else checkpointer.saved_shape(latest, "alpha", "params", "rows", "log_alpha")
+  algorithm = train.make_algorithm(config, observation_dim, action_dim, dataset_size=rows and rows[-1])
   restored = checkpointer.restore_latest(lambda units: train.state_template(algorithm, config, units))
   checkpointer.close()
   if restored is None:

@@ -89,10 +89,15 @@ class BRACPlus:
     """`behavior_steps` and `policy_init_steps` (the config's) place the start-up learning
     rates' steps when `algo.startup_lr_schedule` is "released"; "constant" needs neither.
     `swept` names the algo fields whose values each run's state carries (`bracplus_jax.sweep`).
-    `dataset_size` N bounds alpha(s)'s leverage gain at N / B (`leverage_state_gain`); None
-    takes each batch for the whole data."""
+    `dataset_size` N bounds alpha(s)'s leverage gain at N / B (`leverage_state_gain`) and sizes
+    its row offsets (`alpha_dual_gain` "rows"); None takes each batch for the whole data, which
+    the row offsets refuse."""
     self.algo = algo
     self.dataset_size = dataset_size
+    self.alpha_rows = (algo.alpha == "state" and algo.get("alpha_dual_gain", "constant") == "rows"
+                       and self.alpha_dual_fit != "paper")
+    if self.alpha_rows and not dataset_size:
+      raise ValueError("alpha_dual_gain 'rows' keeps one offset per dataset row: pass dataset_size")
     self.swept = tuple(swept)
     self.observation_dim = observation_dim
     self.action_dim = action_dim
@@ -210,6 +215,8 @@ class BRACPlus:
     critic_params = self.critic.init(keys[1], observations, actions)
     alpha_params, entropy_params = self._initial_params(
         (self.alpha.init(keys[3], observations), self.entropy.init(keys[4])), hyper)
+    if self.alpha_rows:  # each dataset row's own log alpha offset, a variable collection of its own
+      alpha_params = {**alpha_params, "rows": {"log_alpha": jnp.zeros(self.dataset_size)}}
     target_entropy = hyper.get("target_entropy", jnp.asarray(
         -math.inf if algo.target_entropy is None else float(algo.target_entropy)))
     return BRACPlusState(
@@ -309,7 +316,8 @@ class BRACPlus:
     return self._multiplier_step(state.entropy, lambda beta: losses.entropy_loss(
         beta, log_prob, state.target_entropy, self.algo.entropy_constraint))
 
-  def alpha_dual(self, state: BRACPlusState, observations: jax.Array, divergence: jax.Array):
+  def alpha_dual(self, state: BRACPlusState, observations: jax.Array, divergence: jax.Array,
+                 rows: jax.Array | None = None):
     """(alpha(s) [N], a thunk for the dual step of Alg. 1 line 8), from one forward pass.
 
     State-wise, `algo.alpha_dual_fit`:
@@ -331,9 +339,15 @@ class BRACPlus:
           `algo.alpha_lr`, no bound beyond alpha > 0.
     For the first two, the per-state change is set by the dual step size, not by the
     network's width, depth or an optimiser's normalisation (Adam on a linear dual loss
-    moves every weight by ~lr and the output ~1000x faster), and each state's departure
-    from the batch's mean is scaled by `algo.alpha_dual_gain`: "leverage"
-    (`leverage_state_gain`) or "constant" (`algo.alpha_dual_state_gain`).
+    moves every weight by ~lr and the output ~1000x faster), and each state's own part is
+    set by `algo.alpha_dual_gain`:
+      "rows" (default): log alpha(s_i) = the network's log alpha(s_i) + d_i, one offset d_i
+          per dataset row i (`rows`: the batch's rows). The network takes the plain step
+          (g = 1): the part the network shares between states moves at every update. Each
+          drawn row's offset takes its own step (`row_offset_step`), so every state's
+          alpha(s) rises and falls with its own KL(s), whatever the network pools.
+      "leverage": the departure from the batch's mean violation scaled by `leverage_state_gain`;
+      "constant": scaled by `algo.alpha_dual_state_gain`.
     Global (released code): Adam on alpha's softplus parameter.
     """
     algo, train_state = self.algo, state.alpha
@@ -354,9 +368,16 @@ class BRACPlus:
     max_violation = algo.get("alpha_dual_max_violation", 1.0)
     violation = algo.get("alpha_dual_violation", "relative")
     gain = algo.get("alpha_dual_gain", "constant")
+    network_params = {"params": train_state.params["params"]}
     log_alpha_of = lambda params: train_state.apply_fn(params, observations, method="log_alpha")  # noqa: E731
-    log_alpha, linearized = jax.linearize(log_alpha_of, train_state.params)
+    network_log_alpha, linearized = jax.linearize(log_alpha_of, network_params)
     log_bounds = (math.log(algo.alpha_min), math.log(algo.alpha_max))
+    log_alpha = network_log_alpha
+    if self.alpha_rows:
+      if rows is None:
+        raise ValueError("alpha_dual_gain 'rows' needs the batch's dataset rows: draw batches with "
+                         "Transitions.sample, or set their index")
+      log_alpha = log_alpha + train_state.params["rows"]["log_alpha"][rows]
     values = jnp.exp(jnp.clip(log_alpha, *log_bounds))
 
     def state_step():
@@ -370,6 +391,8 @@ class BRACPlus:
         dataset_size = self.dataset_size or observations.shape[0]
         state_gain = leverage_state_gain(kernel, algo.alpha_dual_damping, dataset_size)
         metrics |= {"alpha_gain_mean": jnp.mean(state_gain), "alpha_gain_max": jnp.max(state_gain)}
+      elif gain == "rows":
+        state_gain = 1.0
       else:
         state_gain = self.value(state, "alpha_dual_state_gain", saved_before=1.0)
       target = losses.alpha_dual_target(
@@ -380,14 +403,22 @@ class BRACPlus:
       metrics["alpha_loss"] = loss
       if fit == "kernel":
         output_weights = damped_kernel_solve(kernel, residual, algo.alpha_dual_damping)
-        (scaled,) = jax.linear_transpose(linearized, train_state.params)(output_weights)
+        (scaled,) = jax.linear_transpose(linearized, network_params)(output_weights)
       else:
-        (gradients,) = jax.linear_transpose(linearized, train_state.params)(residual_gradient)
+        (gradients,) = jax.linear_transpose(linearized, network_params)(residual_gradient)
         output_change = linearized(gradients)  # d log alpha per unit step along the gradient
         length = jnp.vdot(residual, output_change) / jnp.maximum(jnp.vdot(output_change, output_change), 1e-30)
         scaled = jax.tree.map(lambda g: length * g, gradients)
         metrics["alpha_step_length"] = length
-      return _apply_gradients(train_state, scaled), metrics
+      alpha = _apply_gradients(train_state.replace(params=network_params), scaled)
+      if self.alpha_rows:
+        offsets = train_state.params["rows"]["log_alpha"]
+        new_offsets = losses.row_offset_step(
+            offsets[rows], network_log_alpha, divergence, state.kl_threshold,
+            self.value(state, "alpha_dual_row_step"), log_bounds, max_violation, violation)
+        metrics |= {"alpha_row_offset_mean": jnp.mean(offsets), "alpha_row_offset_std": jnp.std(offsets)}
+        alpha = alpha.replace(params={**alpha.params, "rows": {"log_alpha": offsets.at[rows].set(new_offsets)}})
+      return alpha, metrics
 
     return values, state_step
 
@@ -527,7 +558,7 @@ class BRACPlus:
     metrics |= critic_metrics
 
     # Line 7: the actor, against the updated critic, with state-wise alpha(s) as constants.
-    alpha_values, alpha_step = self.alpha_dual(state, batch.observations, fixed_divergence)
+    alpha_values, alpha_step = self.alpha_dual(state, batch.observations, fixed_divergence, batch.index)
     beta = state.entropy.apply_fn(state.entropy.params)
 
     def actor_objective(actions, log_prob, divergence):
@@ -635,9 +666,15 @@ class BRACPlus:
 
   def dataset_alpha(self, state: BRACPlusState, observations: jax.Array,
                     chunk_size: int = 4096) -> jax.Array:
-    """alpha(s) at every state [N], one chunk of states at a time."""
-    return map_chunks(lambda chunk: state.alpha.apply_fn(state.alpha.params, chunk), observations,
-                      chunk_size)
+    """alpha(s) at every state [N], one chunk of states at a time; the dataset's own rows, in
+    order, with their row offsets (`alpha_dual`)."""
+    if not self.alpha_rows:
+      return map_chunks(lambda chunk: state.alpha.apply_fn(state.alpha.params, chunk), observations,
+                        chunk_size)
+    log_alpha = map_chunks(lambda chunk: state.alpha.apply_fn(
+        {"params": state.alpha.params["params"]}, chunk, method="log_alpha"), observations, chunk_size)
+    log_alpha = log_alpha + state.alpha.params["rows"]["log_alpha"]
+    return jnp.exp(jnp.clip(log_alpha, math.log(self.algo.alpha_min), math.log(self.algo.alpha_max)))
 
   def set_target_entropy(self, state: BRACPlusState, batch: Transitions, key: jax.Array):
     """H0 where the config gives none, by the released code's rules: behaviour NLL -

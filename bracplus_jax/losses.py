@@ -540,6 +540,33 @@ def alpha_dual_target(
   return jax.lax.stop_gradient(target)
 
 
+def row_offset_step(
+    offsets: jax.Array,
+    network_log_alpha: jax.Array,
+    kl: jax.Array,
+    kl_threshold: jax.Array | float,
+    step_size: float,
+    log_alpha_bounds: tuple[float, float],
+    max_violation: float = 1.0,
+    violation: str = "relative",
+) -> jax.Array:
+  """The drawn rows' own dual step (Alg. 1 line 8 for a table of alphas, in log space):
+
+    d_i <- clip(n_i + d_i + eta_row v_i, log alpha_min, log alpha_max) - n_i
+
+  with n_i the network's log alpha(s_i), d_i the row's offset (log alpha(s_i) = n_i + d_i)
+  and v_i the `dual_violation` of `violation`'s kind. Only a row's own KL moves its offset,
+  so the offsets hold each state at eps_KL where the network's shared step cannot tell
+  states apart. A row moves when a batch draws it: eta_row is a step per draw, as the
+  actor's own step at that state is, so it needs no rescaling by N / B (both move once per
+  draw of the row). The projection onto the bounds keeps the offsets from winding up.
+  offsets, network_log_alpha, kl [B] -> new offsets [B], with no gradient.
+  """
+  v = dual_violation(kl, kl_threshold, violation, max_violation)
+  log_alpha = jnp.clip(network_log_alpha + offsets + step_size * v, *log_alpha_bounds)
+  return jax.lax.stop_gradient(log_alpha - network_log_alpha)
+
+
 def alpha_loss(log_alpha: jax.Array, target: jax.Array) -> jax.Array:
   """1/2 E_s[(log alpha(s) - target(s))^2]: the regression that carries the dual step into
   the alpha(s) network's parameters (the learner sizes its step to land on the target)."""

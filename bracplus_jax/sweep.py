@@ -33,6 +33,8 @@ SWEEPABLE = {
     "alpha_dual_step": ("alpha", "state", "it is the state-wise alpha(s)'s dual step"),
     "alpha_dual_state_gain": [("alpha", "state", "it scales the state-wise alpha(s)'s dual step"),
                               ("alpha_dual_gain", "constant", "it is the gain of every state when the gain is constant")],
+    "alpha_dual_row_step": [("alpha", "state", "it is the state-wise alpha(s)'s row step"),
+                            ("alpha_dual_gain", "rows", "it steps the row offsets of alpha_dual_gain 'rows'")],
     "alpha_init": None, "entropy_init": None, "gamma": None, "tau": None,
     "target_entropy": None,
     "target_entropy_offset": ("target_entropy", None, "it shifts the H0 rule used when target_entropy is None"),

@@ -22,6 +22,8 @@ def dual_algorithm(dataset_size=None, **algo_overrides):
   config = base.get_config()
   for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims", "alpha_hidden_dims"):
     config.algo[name] = (32, 32)
+  # The network's own step (g = 1) unless a test names the gain: "rows" adds the row offsets.
+  algo_overrides.setdefault("alpha_dual_gain", "constant")
   for name, value in algo_overrides.items():
     config.algo[name] = value
   return learner.BRACPlus(config.algo, OBS, 1, dataset_size=dataset_size)
@@ -93,7 +95,7 @@ def test_a_swept_state_gain_takes_the_same_dual_step_as_the_configured_one():
   steps = {}
   for name, algorithm, hyper in (
       ("configured", dual_algorithm(alpha_dual_gain="constant", alpha_dual_state_gain=30.0), None),
-      ("swept", learner.BRACPlus(dual_algorithm(alpha_dual_gain="constant").algo, OBS, 1,
+      ("swept", learner.BRACPlus(dual_algorithm(alpha_dual_gain="constant").algo, OBS, 1, dataset_size=64,
                                  swept=("alpha_dual_state_gain",)),
        {"alpha_dual_state_gain": 30.0}),
       ("plain", dual_algorithm(alpha_dual_gain="constant", alpha_dual_state_gain=1.0), None)):
@@ -159,32 +161,92 @@ def minority_far_over_the_bound(num_states=2048, seed=0):
   return jnp.asarray(observations, jnp.float32), minority
 
 
-@pytest.mark.parametrize("fit", ["kernel", pytest.param("line_search", marks=pytest.mark.xfail(
-    strict=True, reason="one gradient step moves every state by about the batch's mean change"))])
-def test_alpha_rises_where_a_minority_breaks_the_constraint_without_the_majority_running_off(fit):
+@pytest.mark.parametrize("fit, gain", [
+    ("kernel", "constant"), ("kernel", "rows"),
+    pytest.param("line_search", "constant", marks=pytest.mark.xfail(
+        strict=True, reason="one gradient step moves every state by about the batch's mean change")),
+    ("line_search", "rows")])
+def test_alpha_rises_where_a_minority_breaks_the_constraint_without_the_majority_running_off(fit, gain):
   # KL(s) = c_s / alpha(s), c = 50 in the minority (KL 5 eps_KL at the start, alpha = 10) and
-  # 9 in the majority (0.9 eps_KL): alpha* = 50 and 9. Batches of 256 from 2,048 states.
+  # 9 in the majority (0.9 eps_KL): alpha* = 50 and 9. Batches of 256 from 2,048 states. The
+  # row offsets hold it even with the plain gradient step.
   observations, minority = minority_far_over_the_bound()
   c = jnp.where(jnp.asarray(minority), 50.0, 9.0)
   algorithm = dual_algorithm(observations.shape[0], alpha_hidden_dims=(64, 64), alpha_dual_step=0.01,
-                             alpha_dual_fit=fit)
+                             alpha_dual_fit=fit, alpha_dual_gain=gain)
   state = algorithm.init(jax.random.key(0)).replace(kl_threshold=jnp.asarray(1.0))
 
   def body(alpha_state, key):
     rows = jax.random.randint(key, (256,), 0, observations.shape[0])
     current = state.replace(alpha=alpha_state)
-    alpha = current.alpha.apply_fn(current.alpha.params, observations[rows])
-    _, dual_step = algorithm.alpha_dual(current, observations[rows], c[rows] / alpha)
+    alpha, dual_step = algorithm.alpha_dual(current, observations[rows], jnp.zeros(256), rows)
+    _, dual_step = algorithm.alpha_dual(current, observations[rows], c[rows] / alpha, rows)
     return dual_step()[0], None
 
   # 3,000 steps: the minority's alpha* is 5x its start, log(5) / eta = 161 steps at full rate.
   alpha_state, _ = jax.jit(lambda a: jax.lax.scan(body, a, jax.random.split(jax.random.key(1), 3000)))(
       state.alpha)
-  alpha = np.asarray(alpha_state.apply_fn(alpha_state.params, observations))
+  alpha = np.asarray(algorithm.dataset_alpha(state.replace(alpha=alpha_state), observations))
   kl = np.asarray(c) / alpha
   assert np.mean(kl[minority] > 1.2) <= 0.05  # the minority is back under 1.2 eps_KL
   assert np.median(alpha[~minority]) < 1.5 * 9.0  # the majority's alpha has not run off ...
   assert np.median(kl[~minority]) > 0.8  # ... nor is its KL pressed far under the bound
+
+
+def test_the_row_offset_step_against_numpy():
+  offsets = np.array([0.0, 0.5, -1.0, 2.0, -1.0])
+  network = np.log(np.array([1.0, 2.0, 10.0, 50.0, 0.002]))
+  kl = np.array([2.0, 0.5, 30.0, 8.0, 0.0])
+  bounds = (math.log(1e-3), math.log(100.0))
+  new = np.asarray(losses.row_offset_step(*(jnp.asarray(x, jnp.float32) for x in (offsets, network, kl)),
+                                          2.0, 0.1, bounds, 10.0), np.float64)
+  violation = np.clip((kl - 2.0) / 2.0, -1.0, 10.0)
+  expected = np.clip(network + offsets + 0.1 * violation, *bounds) - network
+  np.testing.assert_allclose(new, expected, rtol=1e-5, atol=1e-6)
+  assert new[3] == pytest.approx(math.log(100.0) - network[3], rel=1e-5)  # held at the upper bound
+  assert new[4] == pytest.approx(math.log(1e-3) - network[4], rel=1e-4)  # and at the lower one
+
+
+def test_the_rows_dual_step_moves_the_drawn_rows_offsets_and_takes_the_network_s_plain_step():
+  observations, _ = two_class_states(64)
+  rows = jnp.array([3, 10, 10, 5, 40, 63, 0, 7])
+  kl = jnp.array([2.5, 0.2, 0.2, 1.0, 6.0, 0.7, 1.3, 0.05])
+  rows_algorithm = dual_algorithm(64, alpha_dual_gain="rows", alpha_dual_step=0.01, alpha_dual_row_step=0.1)
+  state = rows_algorithm.init(jax.random.key(0)).replace(kl_threshold=jnp.asarray(1.0))
+  offsets = jax.random.normal(jax.random.key(4), (64,))
+  state = state.replace(alpha=state.alpha.replace(
+      params={**state.alpha.params, "rows": {"log_alpha": offsets}}))
+  network_log_alpha = np.asarray(state.alpha.apply_fn(
+      {"params": state.alpha.params["params"]}, observations[rows], method="log_alpha"), np.float64)
+  values, dual_step = rows_algorithm.alpha_dual(state, observations[rows], kl, rows)
+  np.testing.assert_allclose(values, np.exp(network_log_alpha + np.asarray(offsets)[rows]), rtol=1e-5)
+  new_alpha, metrics = dual_step()
+  new_offsets = np.asarray(new_alpha.params["rows"]["log_alpha"], np.float64)
+  violation = np.clip(np.asarray(kl, np.float64) - 1.0, -1.0, 10.0)
+  expected = np.asarray(offsets, np.float64).copy()
+  expected[np.asarray(rows)] += 0.1 * violation  # far inside the bounds
+  np.testing.assert_allclose(new_offsets, expected, rtol=1e-5, atol=1e-6)  # undrawn rows unchanged
+  assert float(metrics["alpha_row_offset_std"]) == pytest.approx(float(np.std(np.asarray(offsets))), rel=1e-4)
+  # The network's part is the plain step (g = 1) on the same violations.
+  plain = dual_algorithm(64, alpha_dual_step=0.01)
+  plain_state = plain.init(jax.random.key(0)).replace(kl_threshold=jnp.asarray(1.0))
+  plain_alpha, _ = plain.alpha_dual(plain_state, observations[rows], kl)[1]()
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+               new_alpha.params["params"], plain_alpha.params["params"])
+  # The dataset's alpha(s), row by row, carries the offsets.
+  dataset_alpha = np.asarray(rows_algorithm.dataset_alpha(state, observations), np.float64)
+  every_network = np.asarray(state.alpha.apply_fn({"params": state.alpha.params["params"]}, observations,
+                                                  method="log_alpha"), np.float64)
+  np.testing.assert_allclose(dataset_alpha, np.exp(every_network + np.asarray(offsets)), rtol=1e-5)
+
+
+def test_the_rows_gain_refuses_to_run_without_the_data_size_or_the_batch_rows():
+  with pytest.raises(ValueError, match="dataset_size"):
+    dual_algorithm(alpha_dual_gain="rows")
+  algorithm = dual_algorithm(64, alpha_dual_gain="rows")
+  state = algorithm.init(jax.random.key(0))
+  with pytest.raises(ValueError, match="Transitions.sample"):
+    algorithm.alpha_dual(state, two_class_states(8)[0], jnp.ones(8))
 
 
 def test_alpha_starts_at_its_initial_value_in_every_state_and_stays_inside_its_bounds():

@@ -31,13 +31,15 @@ def small_config(**algo_overrides):
 
 
 def random_transitions(size=128, seed=0):
+  """size rows; a batch of them is rows 0..size-1 of a dataset of that size."""
   rng = np.random.default_rng(seed)
   return Transitions(
       observations=jnp.asarray(rng.normal(size=(size, OBS)), jnp.float32),
       actions=jnp.asarray(rng.uniform(-0.9, 0.9, size=(size, ACT)), jnp.float32),
       rewards=jnp.asarray(rng.uniform(size=size), jnp.float32),
       next_observations=jnp.asarray(rng.normal(size=(size, OBS)), jnp.float32),
-      dones=jnp.asarray(rng.uniform(size=size) < 0.1, jnp.float32))
+      dones=jnp.asarray(rng.uniform(size=size) < 0.1, jnp.float32),
+      index=jnp.arange(size))
 
 
 def rl_ready_state(algorithm, key, kl_threshold=1.0, gp_threshold=0.5):
@@ -48,7 +50,7 @@ def rl_ready_state(algorithm, key, kl_threshold=1.0, gp_threshold=0.5):
 
 
 def test_vmapped_seeds_equal_seeds_run_alone_and_the_update_compiles_once():
-  algorithm = learner.BRACPlus(small_config().algo, OBS, ACT)
+  algorithm = learner.BRACPlus(small_config().algo, OBS, ACT, dataset_size=256)
   transitions = random_transitions()
   traces = []
 
@@ -75,7 +77,7 @@ def test_vmapped_seeds_equal_seeds_run_alone_and_the_update_compiles_once():
 
 
 def test_the_update_moves_targets_by_polyak_averaging():
-  algorithm = learner.BRACPlus(small_config(tau=0.25).algo, OBS, ACT)
+  algorithm = learner.BRACPlus(small_config(tau=0.25).algo, OBS, ACT, dataset_size=256)
   state = rl_ready_state(algorithm, jax.random.key(0))
   state = state.replace(critic_target_params=jax.tree.map(lambda x: x + 1.0, state.critic.params))
   batch = random_transitions(32)
@@ -88,7 +90,7 @@ def test_the_update_moves_targets_by_polyak_averaging():
 
 
 def test_released_code_gp_threshold_is_mean_plus_std_of_the_epoch_s_divergences():
-  algorithm = learner.BRACPlus(small_config().algo, OBS, ACT)
+  algorithm = learner.BRACPlus(small_config().algo, OBS, ACT, dataset_size=256)
   state = algorithm.init(jax.random.key(0))
   seen = np.random.default_rng(0).gamma(2.0, size=1000)
   state = state.replace(epoch_kl_moments=jnp.asarray([seen.size, seen.sum(), (seen**2).sum()], jnp.float32))
@@ -100,7 +102,7 @@ def test_released_code_gp_threshold_is_mean_plus_std_of_the_epoch_s_divergences(
 @pytest.mark.parametrize("divergence", ["kl", "mmd"])
 def test_eps_kl_is_the_initial_policy_s_mean_divergence_plus_that_divergence_s_margin(divergence):
   algorithm = learner.BRACPlus(small_config(divergence=divergence, kl_margin=3.0, mmd_margin=0.01).algo,
-                               OBS, ACT)
+                               OBS, ACT, dataset_size=256)
   state = algorithm.init(jax.random.key(0))
   observations = random_transitions(100).observations
   state, divergences = jax.jit(algorithm.set_kl_threshold)(state, observations, jax.random.key(1))
@@ -110,7 +112,7 @@ def test_eps_kl_is_the_initial_policy_s_mean_divergence_plus_that_divergence_s_m
 
 
 def test_the_update_accumulates_the_divergences_it_saw():
-  algorithm = learner.BRACPlus(small_config().algo, OBS, ACT)
+  algorithm = learner.BRACPlus(small_config().algo, OBS, ACT, dataset_size=256)
   state = rl_ready_state(algorithm, jax.random.key(0))
   new_state, metrics = jax.jit(algorithm.update)(state, random_transitions(32), jax.random.key(1))
   count, total, squares = np.asarray(new_state.epoch_kl_moments)
@@ -133,7 +135,7 @@ def test_every_option_compiles_and_gives_finite_metrics(preset):
   for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims"):
     config.algo[name] = (16, 16)
   config_lib.validate(config)
-  algorithm = learner.BRACPlus(config.algo, OBS, ACT)
+  algorithm = learner.BRACPlus(config.algo, OBS, ACT, dataset_size=256)
   state = rl_ready_state(algorithm, jax.random.key(0))
   state, metrics = jax.jit(learner.scan_steps(algorithm.update, 2, 16))(
       state, random_transitions(), jax.random.key(1))
@@ -212,7 +214,7 @@ def one_step_config(regularised: bool):
 
 
 def deterministic_actions(state, observations):
-  policy = learner.BRACPlus(one_step_config(True).algo, 1, 1).policy
+  policy = learner.BRACPlus(one_step_config(True).algo, 1, 1, dataset_size=1).policy
   means, _ = jax.vmap(policy.apply, in_axes=(0, None))(state.policy.params, observations)
   return np.tanh(np.asarray(means))[..., 0]  # [seeds, states]
 
@@ -320,7 +322,7 @@ def ten_penalised_updates(released):
     base.use_released_code_choices(config)
     for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims"):
       config.algo[name] = (16, 16)
-  algorithm = learner.BRACPlus(config.algo, OBS, ACT)
+  algorithm = learner.BRACPlus(config.algo, OBS, ACT, dataset_size=256)
   state = rl_ready_state(algorithm, jax.random.key(0), gp_threshold=0.0)
   return jax.jit(learner.scan_steps(algorithm.update, 10, 32))(state, random_transitions(256), jax.random.key(1))
 
@@ -367,7 +369,7 @@ def test_bfloat16_steps_compile_and_run_at_hopper_sizes_over_seeds():
   from bracplus_jax.configs import hopper_local
   config = hopper_local.get_config("mixed")
   config.algo.matmul_dtype = "bfloat16"
-  algorithm = learner.BRACPlus(config.algo, 11, 3)
+  algorithm = learner.BRACPlus(config.algo, 11, 3, dataset_size=512)
   rng = np.random.default_rng(0)
   transitions = Transitions(
       observations=jnp.asarray(rng.normal(size=(512, 11)), jnp.float32),

@@ -54,7 +54,7 @@ def test_entropy_constraint_defaults_to_max_and_adroit_tasks_use_min():
 
 @pytest.mark.parametrize("constraint, std_scale", [("max", 4.0), ("min", 1.0)])
 def test_default_target_entropy_is_the_behaviour_nll_rule_of_the_constraint(constraint, std_scale):
-  algorithm = learner.BRACPlus(small_config(entropy_constraint=constraint).algo, OBS, ACT)
+  algorithm = learner.BRACPlus(small_config(entropy_constraint=constraint).algo, OBS, ACT, dataset_size=256)
   state = algorithm.init(jax.random.key(0))
   batch = random_transitions(64)
   state = jax.jit(algorithm.set_target_entropy)(state, batch, jax.random.key(1))
@@ -69,7 +69,7 @@ def test_default_target_entropy_is_the_behaviour_nll_rule_of_the_constraint(cons
     ("min", 100.0, 1.0), ("min", -100.0, -1.0),  # beta grows while H(pi) < H0
 ])
 def test_initial_policy_step_moves_beta_by_the_constraint_s_violation(constraint, target_entropy, direction):
-  algorithm = learner.BRACPlus(small_config(entropy_constraint=constraint).algo, OBS, ACT)
+  algorithm = learner.BRACPlus(small_config(entropy_constraint=constraint).algo, OBS, ACT, dataset_size=256)
   state = algorithm.init(jax.random.key(0)).replace(target_entropy=jnp.asarray(target_entropy))
   new_state, metrics = jax.jit(algorithm.policy_init_step)(state, random_transitions(32), jax.random.key(1))
   beta = float(state.entropy.apply_fn(state.entropy.params))
@@ -83,7 +83,7 @@ def test_a_large_beta_moves_the_policy_s_entropy_in_the_constraint_s_direction(c
   # beta held at 100 (no dual step): the entropy term outweighs the KL's pull on the policy's std.
   config = small_config(entropy_constraint=constraint, entropy_init=100.0, entropy_lr=0.0,
                         policy_init_lr=3e-3)
-  algorithm = learner.BRACPlus(config.algo, OBS, ACT)
+  algorithm = learner.BRACPlus(config.algo, OBS, ACT, dataset_size=256)
   state = algorithm.init(jax.random.key(0)).replace(target_entropy=jnp.asarray(0.0))
   transitions = random_transitions()
   new_state, _ = jax.jit(learner.scan_steps(algorithm.policy_init_step, 20, 32))(
@@ -113,7 +113,7 @@ def numpy_mmd_squared(x, y, sigma):
 @pytest.mark.parametrize("scale", ["root", "squared"])
 def test_the_learner_s_mmd_matches_numpy_on_the_same_samples(scale):
   config = small_config(divergence="mmd", mmd_scale=scale, mmd_sigma=1.0)
-  algorithm = learner.BRACPlus(config.algo, OBS, ACT)
+  algorithm = learner.BRACPlus(config.algo, OBS, ACT, dataset_size=256)
   state = algorithm.init(jax.random.key(0))
   observations = random_transitions(6).observations
   _, pre_tanh, _, mean, std = algorithm._policy_samples(
@@ -137,14 +137,14 @@ def test_a_run_saved_before_the_mmd_and_schedule_options_keeps_what_it_ran():
   algo = small_config(divergence="mmd").algo
   for field in ("mmd_scale", "mmd_behavior_samples", "startup_lr_schedule"):
     del algo[field]  # an older run's config.json
-  algorithm = learner.BRACPlus(algo, OBS, ACT)
+  algorithm = learner.BRACPlus(algo, OBS, ACT, dataset_size=256)
   assert algorithm.mmd_squared and algorithm.mmd_behavior_samples == "sampled"
   assert algorithm.learning_rates["behavior"] == algo.behavior_lr
 
 
 def test_released_behavior_samples_are_the_decoder_s_means_at_clipped_latents():
   config = small_config(divergence="mmd", mmd_behavior_samples="released", behavior_ensemble_size=1)
-  algorithm = learner.BRACPlus(config.algo, OBS, ACT)
+  algorithm = learner.BRACPlus(config.algo, OBS, ACT, dataset_size=256)
   state = algorithm.init(jax.random.key(0))
   observations = random_transitions(5).observations
   key = jax.random.key(3)
@@ -229,11 +229,11 @@ def test_released_start_up_rates_step_down_over_fifths_of_each_phase(small_datas
 def test_constant_start_up_rates_are_the_default_and_need_no_step_counts():
   config = small_config(behavior_lr=1.0, policy_init_lr=0.5)
   assert config.algo.startup_lr_schedule == "constant"
-  state = learner.BRACPlus(config.algo, OBS, ACT).init(jax.random.key(0))
+  state = learner.BRACPlus(config.algo, OBS, ACT, dataset_size=256).init(jax.random.key(0))
   np.testing.assert_allclose(applied_learning_rates(state.behavior, 20), 1.0, rtol=1e-3)
   np.testing.assert_allclose(applied_learning_rates(state.policy, 20), 0.5, rtol=1e-3)
   with pytest.raises(ValueError, match="step count"):
-    learner.BRACPlus(small_config(startup_lr_schedule="released").algo, OBS, ACT)
+    learner.BRACPlus(small_config(startup_lr_schedule="released").algo, OBS, ACT, dataset_size=256)
 
 
 def test_released_schedule_of_a_phase_shorter_than_five_steps_still_ends_at_a_hundredth():
@@ -247,13 +247,13 @@ def test_released_schedule_of_a_phase_shorter_than_five_steps_still_ends_at_a_hu
 
 
 def test_beta_and_the_gp_weight_are_capped_like_the_released_code_s_multipliers():
-  algorithm = learner.BRACPlus(small_config(gp_lambda=0.2).algo, OBS, ACT)
+  algorithm = learner.BRACPlus(small_config(gp_lambda=0.2).algo, OBS, ACT, dataset_size=256)
   assert algorithm.entropy.maximum == 1e4 and algorithm.entropy.minimum is None
   assert algorithm.gp_scale.maximum == 1e4 and algorithm.gp_scale.minimum == 0.2
 
 
 def test_start_rl_restarts_beta_s_optimiser_and_keeps_beta():
-  algorithm = learner.BRACPlus(small_config().algo, OBS, ACT)
+  algorithm = learner.BRACPlus(small_config().algo, OBS, ACT, dataset_size=256)
   state = algorithm.init(jax.random.key(0)).replace(target_entropy=jnp.asarray(-1.0))
   state, _ = jax.jit(learner.scan_steps(algorithm.policy_init_step, 3, 16))(
       state, random_transitions(), jax.random.key(1))

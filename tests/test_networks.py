@@ -365,14 +365,14 @@ def test_bfloat16_steps_take_nearly_all_their_matmul_flops_in_bfloat16(matmul_dt
   for name in ("policy_hidden_dims", "critic_hidden_dims", "behavior_hidden_dims", "alpha_hidden_dims"):
     config.algo[name] = (32, 32)
   config.algo.matmul_dtype = matmul_dtype
-  algorithm = learner.BRACPlus(config.algo, OBS_DIM, ACT_DIM)
+  algorithm = learner.BRACPlus(config.algo, OBS_DIM, ACT_DIM, dataset_size=16)
   state = algorithm.start_rl(algorithm.init(jax.random.key(0)))
   rng = np.random.default_rng(6)
   batch = Transitions(
       observations=jnp.asarray(rng.normal(size=(16, OBS_DIM)), jnp.float32),
       actions=jnp.asarray(rng.uniform(-0.9, 0.9, size=(16, ACT_DIM)), jnp.float32),
       rewards=jnp.ones(16), next_observations=jnp.asarray(rng.normal(size=(16, OBS_DIM)), jnp.float32),
-      dones=jnp.zeros(16))
+      dones=jnp.zeros(16), index=jnp.arange(16))
   shares = {}
   for step, least in ((algorithm.update, 0.8), (algorithm.behavior_step, 0.5), (algorithm.policy_init_step, 0.8)):
     flops = dot_flops_by_operand_dtype(jax.jit(step).lower(state, batch, jax.random.key(1)).as_text())

@@ -135,14 +135,18 @@ def algorithm_config() -> ml_collections.ConfigDict:
   # in one run of the one-step tests at N / B = 16 (docs/algorithm.md). m = alpha_dual_max_violation.
   algo.alpha_dual_violation = "relative"
   algo.alpha_dual_max_violation = 10.0
-  # Each state's departure from the batch's mean violation is scaled by a gain g(s): the
-  # part all states share moves at every update, a state's own part only when a batch
-  # reaches it or states the network does not tell apart from it.
-  # leverage: g(s) from the ridge leverage of the batch's centred tangent kernel, between 1
-  # (the state's part moves at every update already) and N / B (no other state shares it):
+  # Each state's own part of alpha(s): the part all states share moves at every update, a
+  # state's own part only when a batch reaches it or states the network does not tell apart
+  # from it.
+  # rows: one log alpha offset per dataset row, stepped by alpha_dual_row_step x v(s) each
+  # time a batch draws the row, on top of the network's plain step (a table of alphas for
+  # the data's own states; the actor steps at a state once per draw too, so the step needs
+  # no N / B) | leverage: the departure from the batch's mean violation scaled by g(s) from
+  # the ridge leverage of the batch's centred tangent kernel, between 1 and N / B:
   # learner.leverage_state_gain | constant: g = alpha_dual_state_gain for every state (runs
   # refuse a gain above N / B; 1 is the plain step).
-  algo.alpha_dual_gain = "leverage"
+  algo.alpha_dual_gain = "rows"
+  algo.alpha_dual_row_step = 0.1
   algo.alpha_dual_state_gain = 1.0
   algo.alpha_dual_damping = 0.01  # the Gauss-Newton step's ridge, relative to J J^T's mean eigenvalue
   algo.alpha_min = 1e-3

@@ -25,6 +25,8 @@ class Transitions:
   rewards: jax.Array  # [N]
   next_observations: jax.Array  # [N, obs_dim]
   dones: jax.Array  # [N]
+  # A batch's dataset rows [B] (`sample`); None for the dataset itself.
+  index: Optional[jax.Array] = None
 
   @property
   def size(self) -> int:
@@ -41,7 +43,7 @@ class Transitions:
   def sample(self, key: jax.Array, batch_size: int) -> "Transitions":
     """A batch drawn uniformly with replacement; pure and jittable."""
     index = jax.random.randint(key, (batch_size,), 0, self.size)
-    return jax.tree.map(lambda x: jnp.take(x, index, axis=0), self)
+    return jax.tree.map(lambda x: jnp.take(x, index, axis=0), self.replace(index=None)).replace(index=index)
 
 
 @flax.struct.dataclass
