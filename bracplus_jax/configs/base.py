@@ -146,7 +146,7 @@ def algorithm_config() -> ml_collections.ConfigDict:
   # learner.leverage_state_gain | constant: g = alpha_dual_state_gain for every state (runs
   # refuse a gain above N / B; 1 is the plain step).
   algo.alpha_dual_gain = "rows"
-  algo.alpha_dual_row_step = 0.1
+  algo.alpha_dual_row_step = 0.3
   algo.alpha_dual_state_gain = 1.0
   algo.alpha_dual_damping = 0.01  # the Gauss-Newton step's ridge, relative to J J^T's mean eigenvalue
   algo.alpha_min = 1e-3
