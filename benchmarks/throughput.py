@@ -46,7 +46,7 @@ from bracplus_jax.configs.base import get_config, use_released_code_choices  # n
 
 OBSERVATION_DIM, ACTION_DIM, DATASET_SIZE = 11, 3, 100_000  # hopper
 PRESETS = ("paper", "released")
-VARIANTS = ("base", "gp_off", "mmd", "alpha_line_search")
+VARIANTS = ("base", "gp_off", "mmd", "alpha_line_search", "alpha_leverage", "alpha_plain")
 SEED_COUNTS = (1, 2, 4, 8, 16)
 BATCH_SIZES = (100, 256, 1024)
 
@@ -60,7 +60,7 @@ class Case:
   preset: str  # paper | released
   batch_size: int
   num_seeds: int = 1
-  variant: str = "base"  # base | gp_off | mmd | alpha_line_search
+  variant: str = "base"  # one of VARIANTS
   step: str = "update"  # update | behavior | policy_init
   matmul_dtype: str = "float32"  # algo.matmul_dtype
 
@@ -112,6 +112,10 @@ def make_config(preset: str, variant: str = "base", batch_size: Optional[int] = 
     config.algo.divergence = "mmd"
   elif variant == "alpha_line_search":  # alpha(s)'s dual step without the tangent-kernel solve
     config.algo.alpha_dual_fit = "line_search"
+  elif variant == "alpha_leverage":  # the leverage gain instead of the row offsets
+    config.algo.alpha_dual_gain = "leverage"
+  elif variant == "alpha_plain":  # the network's plain step alone (gain 1, no row offsets)
+    config.algo.alpha_dual_gain = "constant"
   if batch_size is not None:
     config.batch_size = batch_size
   config_lib.validate(config)
@@ -221,7 +225,7 @@ def time_case(case: Case, transitions: Transitions, block: int, repeats: int,
   """Compiles and times one case; its matmul throughput is measured right after its
   blocks, so the utilisation compares like with like on a machine whose load varies."""
   config = make_config(case.preset, case.variant, case.batch_size, case.matmul_dtype)
-  algorithm = learner.BRACPlus(config.algo, OBSERVATION_DIM, ACTION_DIM)
+  algorithm = learner.BRACPlus(config.algo, OBSERVATION_DIM, ACTION_DIM, dataset_size=transitions.size)
   state = initial_state(algorithm, case.num_seeds, case.step)
   scanned = learner.over_seeds(learner.scan_steps(step_function(algorithm, case.step), block, case.batch_size))
   block_keys = jax.random.split(jax.random.key(2), (repeats + 1, case.num_seeds))
@@ -280,7 +284,7 @@ def flop_breakdown(preset: str) -> dict[str, float]:
   fraction of a percent of the compiled count for the whole update."""
   config = make_config(preset)
   algo, batch_size = config.algo, config.batch_size
-  algorithm = learner.BRACPlus(algo, OBSERVATION_DIM, ACTION_DIM)
+  algorithm = learner.BRACPlus(algo, OBSERVATION_DIM, ACTION_DIM, dataset_size=DATASET_SIZE)
   key = jax.random.key(3)
   state = jax.tree.map(lambda x: x[0], initial_state(algorithm, 1, "update"))
   batch = synthetic_transitions().sample(key, batch_size)

@@ -73,7 +73,8 @@ def test_point_summaries_match_numpy():
     ("divergence", ("kl", "mmd"), "chooses a code path"),
     ("alpha_lr", (1e-3, 1e-4), "no effect with algo.alpha = 'state'"),
     ("gp_lambda", (0.1, 1.0), None),  # allowed: gp_lagrange is off in the paper config
-    ("alpha_dual_state_gain", (1.0, 30.0), "no effect with algo.alpha_dual_gain = 'leverage'"),
+    ("alpha_dual_state_gain", (1.0, 30.0), "no effect with algo.alpha_dual_gain = 'rows'"),
+    ("alpha_dual_row_step", (0.1, 0.3), None),
     ("alpha_max", (10.0, 100.0), "static clips"),
     ("gamma", (0.99, 1.5), "expected a number in [0, 1]"),
     ("kl_margin", (0.5, 0.5), "distinct values"),
