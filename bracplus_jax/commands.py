@@ -29,6 +29,8 @@ COMMANDS = {
     "data": Command("bracplus_jax.data.__main__", "what a dataset holds: <spec> (d4rl:, minari:, hdf5:)"),
     "evidence": Command("bracplus_jax.studies.evidence",
                         "BRAC+ against behaviour cloning on data made here, with confidence intervals"),
+    "combine": Command("bracplus_jax.studies.combined",
+                       "the evidence of several environments in one table and figure: --results=DIR,..."),
     "ablate": Command("bracplus_jax.studies.ablate", "the paper's ablations (Fig. 2), one run per variant"),
     "report": Command("bracplus_jax.studies.report", "the paper's run figures and a table, from run directories"),
     "toys": Command("bracplus_jax.studies.toys", "the paper's two appendix toys (Fig. 4 and 5)"),

@@ -80,7 +80,7 @@ SLOW_MODULES = {"test_experiment", "test_resume", "test_learner", "test_recipes"
 # Fixtures that train (an ablation, the evidence command, a SAC family, the toys), make a run's
 # data or compile an ensemble's programs; a test using one is slow, wherever it is.
 SLOW_FIXTURES = {"ablation", "figures", "evidence_run", "family", "regression_toys", "divergences",
-                 "hopper_file", "uninterrupted", "ensemble_problem"}
+                 "hopper_file", "uninterrupted", "ensemble_problem", "combined_run"}
 # Single tests as "<module>::<name>" (every parameter): each took 1.5 s or more on 2 busy cores
 # (pytest --durations), most of it compiling, or starting a command in a new process.
 SLOW_TESTS = {

@@ -43,7 +43,7 @@ def test_help_lists_every_command_with_one_line(tmp_path):
     if line.startswith("  ") and words and words[0] in commands.COMMANDS:
       listed[words[0]] = words[1]
   assert list(listed) == list(commands.COMMANDS) == [
-      "train", "evaluate", "collect", "data", "evidence", "ablate", "report", "toys"]
+      "train", "evaluate", "collect", "data", "evidence", "combine", "ablate", "report", "toys"]
   assert all(summary.strip() for summary in listed.values())
 
 

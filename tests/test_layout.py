@@ -9,7 +9,7 @@ Wings, lowest first (the README's Layout section draws them):
   collection     bracplus_jax/collection/: datasets made; beside the algorithm, on its blocks
   configs        bracplus_jax/configs/: the packaged configs, on the algorithm and collection
   run machinery  evaluation, checkpoints, run_log, experiment, evaluate, launch (bracplus train)
-  studies        bracplus_jax/studies/: toys, ablations, report, evidence
+  studies        bracplus_jax/studies/: toys, ablations, report, evidence, combined
   command line   commands: `bracplus <command>`, which runs any wing's command by name
 """
 
@@ -47,16 +47,18 @@ MAY_IMPORT = {
                      "studies"},
 }
 # What two studies share; a study imports no other study.
-STUDIES_SHARED = {"studies.outputs", "studies.run_files", "studies.run_figures"}
+STUDIES_SHARED = {"studies.outputs", "studies.run_files", "studies.run_figures", "studies.estimates"}
 # Short name -> the module it is. Entry modules only: nothing else imports them.
 OLD_NAMES = {
     "collect": "collection.collect", "sac": "collection.sac", "toys": "studies.toys",
     "ablate": "studies.ablate", "evidence": "studies.evidence", "report": "studies.report",
+    "combine": "studies.combined",
 }
 # Short command name -> (arguments its main refuses, how its one-line refusal starts).
 OLD_COMMANDS = {"collect": ([], "error: --out: missing"), "toys": ([], "error: --out: missing"),
                 "ablate": ([], "error: --config: missing"), "report": ([], "error: --out: missing"),
-                "evidence": (["--recipes="], "error: --recipes: none given")}
+                "evidence": (["--recipes="], "error: --recipes: none given"),
+                "combine": ([], "error: --results: missing")}
 
 
 def module_name(path: pathlib.Path) -> str:

@@ -61,6 +61,7 @@ from bracplus_jax.data.d4rl_source import cache_dir
 from bracplus_jax.data.identity import run_versions
 from bracplus_jax.errors import InputError
 from bracplus_jax.files import atomic_path, atomic_write, write_json_atomically
+from bracplus_jax.studies.estimates import interval_estimates, probability_of_improvement
 from bracplus_jax.studies.outputs import markdown_table
 from bracplus_jax.studies.run_figures import critic_figure, multiplier_figure
 from bracplus_jax.studies.run_files import in_last_third, last_third, per_epoch, read_records, read_run, with_start
@@ -70,7 +71,6 @@ CONFIG_EXAMPLE = "evidence"
 
 METHODS = ("bc", "brac_plus")
 METHOD_LABELS = {"bc": "BC", "brac_plus": "BRAC+"}
-BOOTSTRAP_REPS = 2000
 
 
 def parse_recipes(text: str) -> list[str]:
@@ -136,34 +136,6 @@ def train_or_resume(config: ml_collections.ConfigDict, run_dir: str) -> dict[str
 # ---------------------------------------------------------------------------
 # Aggregates (rliable)
 # ---------------------------------------------------------------------------
-
-
-def interval_estimates(scores: dict[str, np.ndarray], seed: int = 0) -> dict[str, dict[str, Any]]:
-  """Mean and IQM of each method's per-seed scores [seeds] with 95% stratified-bootstrap CIs."""
-  extras.require("evidence", "confidence intervals (rliable)")
-  from rliable import library, metrics
-
-  def aggregates(matrix):
-    return np.array([metrics.aggregate_mean(matrix), metrics.aggregate_iqm(matrix)])
-
-  np.random.seed(seed)  # rliable's bootstrap draws from numpy's global generator
-  points, intervals = library.get_interval_estimates(
-      {name: np.asarray(values, float)[:, None] for name, values in scores.items()},
-      aggregates, reps=BOOTSTRAP_REPS)
-  return {name: {"mean": float(points[name][0]), "iqm": float(points[name][1]),
-                 "mean_ci": [float(v) for v in intervals[name][:, 0]],
-                 "iqm_ci": [float(v) for v in intervals[name][:, 1]]} for name in scores}
-
-
-def probability_of_improvement(better: np.ndarray, worse: np.ndarray, seed: int = 0) -> dict[str, Any]:
-  """P(X > Y) for a BRAC+ seed X and a BC seed Y (ties count half), with its 95% CI."""
-  extras.require("evidence", "confidence intervals (rliable)")
-  from rliable import library, metrics
-  np.random.seed(seed)
-  points, intervals = library.get_interval_estimates(
-      {"p": (np.asarray(better, float)[:, None], np.asarray(worse, float)[:, None])},
-      metrics.probability_of_improvement, reps=BOOTSTRAP_REPS)
-  return {"point": float(points["p"]), "ci": [float(v) for v in np.ravel(intervals["p"])]}
 
 
 def last_third_scores(curve: dict[str, Any]) -> tuple[list[float], list[int]]:
