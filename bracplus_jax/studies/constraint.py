@@ -5,7 +5,7 @@
 
 Each `--run=label:run_dir` adds, per seed and epoch: KL / eps_KL over the dataset, the share
 of states above 1.2 eps_KL, alpha(s) over the states above eps_KL and the rest, the dual
-step's gains, the critic's Monte-Carlo correlation, and the evaluations' normalised scores and
+step's gains or its row offsets' spread, the critic's Monte-Carlo correlation, and the evaluations' normalised scores and
 Q(s0) over-estimation; then each seed's mean over the last third of its epochs. The run's
 config, data checksum, library versions and wall time come from its run directory. A label's
 first part names the dataset (mixed/..., medium_expert/...), which groups BC with BRAC+.
@@ -31,6 +31,7 @@ EPOCH_METRICS = {
     "alpha_below_eps": "dataset_alpha_below_threshold",
     "alpha_gain_mean": "alpha_gain_mean",
     "alpha_gain_max": "alpha_gain_max",
+    "alpha_row_offset_std": "alpha_row_offset_std",
     "q_mc_correlation": "q_mc_correlation",
     "beta": "beta",
 }
