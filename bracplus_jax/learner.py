@@ -432,8 +432,9 @@ class BRACPlus:
   def multiplier_metrics(self, alpha: jax.Array, divergence: jax.Array, kl_threshold) -> Metrics:
     """Over the states given: alpha(s)'s mean and 10/50/90% quantiles, the share of states at
     each bound; the mean D(s) against eps_KL, the share of states above eps_KL and above
-    1.2 eps_KL; and alpha(s) and D(s) among the states above eps_KL against the rest, which
-    shows whether the multiplier rises where the constraint is broken."""
+    1.2 eps_KL; and alpha(s) and D(s) among the states above eps_KL against the rest, and
+    alpha(s)'s geometric mean above 1.2 eps_KL against at or below eps_KL, which show whether
+    the multiplier rises where the constraint is broken."""
     lower, upper = self.alpha_bounds
     quantiles = jnp.quantile(alpha, jnp.array([0.1, 0.5, 0.9]))
     above = divergence > kl_threshold
@@ -447,6 +448,10 @@ class BRACPlus:
         "kl_violation_fraction_1_2x": jnp.mean(divergence > 1.2 * kl_threshold),
         "alpha_above_threshold": _masked_mean(alpha, above),
         "alpha_below_threshold": _masked_mean(alpha, ~above),
+        # Geometric means, which a few states at the upper bound do not dominate: above
+        # 1.2 eps_KL against at or below eps_KL.
+        "alpha_geomean_above_1_2x": jnp.exp(_masked_mean(jnp.log(alpha), divergence > 1.2 * kl_threshold)),
+        "alpha_geomean_below_threshold": jnp.exp(_masked_mean(jnp.log(alpha), ~above)),
         "kl_above_threshold": _masked_mean(divergence, above),
         "kl_below_threshold": _masked_mean(divergence, ~above),
     }

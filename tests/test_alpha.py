@@ -147,6 +147,8 @@ def test_the_multiplier_figures_split_states_at_eps_kl():
   assert float(metrics["kl_violation_fraction"]) == pytest.approx(0.6)
   assert float(metrics["kl_violation_fraction_1_2x"]) == pytest.approx(0.4)
   assert float(metrics["kl_over_threshold"]) == pytest.approx(np.mean(np.asarray(kl)))
+  assert float(metrics["alpha_geomean_above_1_2x"]) == pytest.approx(math.sqrt(2.0 * 3.0))  # KL 1.5, 3
+  assert float(metrics["alpha_geomean_below_threshold"]) == pytest.approx(2.0)  # KL 0.5, 0.9: alpha 1, 4
   none_above = algorithm.multiplier_metrics(alpha, kl * 0.1, 1.0)
   assert float(none_above["alpha_above_threshold"]) == 0.0  # empty set: 0, not NaN
 
