@@ -47,7 +47,8 @@ def restore_run(run_dir: str):
   latest = checkpointer.latest()
   # alpha(s)'s row offsets (alpha_dual_gain "rows") have one entry per dataset row [seeds, N].
   rows = None if latest is None else checkpointer.saved_shape(latest, "alpha", "params", "rows", "log_alpha")
-  algorithm = train.make_algorithm(config, observation_dim, action_dim, dataset_size=rows and rows[-1])
+  algorithm = train.make_algorithm(config, observation_dim, action_dim,
+                                   dataset_size=rows[-1] if rows else None)
   restored = checkpointer.restore_latest(lambda units: train.state_template(algorithm, config, units))
   checkpointer.close()
   if restored is None:

@@ -562,9 +562,10 @@ def row_offset_step(
   draw of the row). The projection onto the bounds keeps the offsets from winding up.
   offsets, network_log_alpha, kl [B] -> new offsets [B], with no gradient.
   """
-  v = dual_violation(kl, kl_threshold, violation, max_violation)
-  log_alpha = jnp.clip(network_log_alpha + offsets + step_size * v, *log_alpha_bounds)
-  return jax.lax.stop_gradient(log_alpha - network_log_alpha)
+  # The plain (gain 1) projected target of the row's whole log alpha, less the network's part.
+  target = alpha_dual_target(network_log_alpha + offsets, kl, kl_threshold, step_size, log_alpha_bounds,
+                             max_violation, 1.0, violation)
+  return jax.lax.stop_gradient(target - network_log_alpha)
 
 
 def alpha_loss(log_alpha: jax.Array, target: jax.Array) -> jax.Array:
